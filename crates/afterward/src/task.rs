@@ -1,0 +1,258 @@
+//! Argument capture: turning `add_task(func, (a, b))` into a queued job.
+//!
+//! The choice between a sync and an async task is made by the type the
+//! function returns, at compile time: `()` and `Result<T, E>` make a sync
+//! task, a future whose output is one of those makes an async task. Two
+//! marker types keep the two blanket impls of [`TaskOutput`] apart, and the
+//! compiler infers the marker from whichever impl applies.
+
+use std::any::type_name;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a finished task reports: `Err` carries the task's error, already
+/// formatted, so that error types need not be `Send`.
+pub(crate) type Outcome = Result<(), String>;
+
+/// A queued task, ready to run.
+pub(crate) enum Job {
+    /// Runs on tokio's blocking pool.
+    Sync(Box<dyn FnOnce() -> Outcome + Send>),
+    /// Awaited on the runtime.
+    Async(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+impl Job {
+    pub(crate) fn is_sync(&self) -> bool {
+        matches!(self, Job::Sync(_))
+    }
+}
+
+/// Types a [`TaskOutput`] impl needs but users never name.
+///
+/// The module is private, so these `pub` items cannot be reached from outside
+/// the crate; they are `pub` only because they appear in the (hidden) method
+/// of a public trait.
+#[allow(unreachable_pub, missing_debug_implementations)]
+mod private {
+    /// The queued form of a task; built by [`TaskOutput::into_job`].
+    ///
+    /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
+    pub struct JobSlot(pub(crate) super::Job);
+
+    /// Marker for functions that return `()` or `Result<T, E>`.
+    pub enum Blocking {}
+
+    /// Marker for functions that return a future.
+    pub enum Awaited {}
+}
+
+use private::{Awaited, Blocking, JobSlot};
+
+// ===== TaskResult: () or Result<T, E> =====
+
+/// A value a task may finish with: `()` or `Result<T, E>`.
+///
+/// `Ok` values are dropped; an `Err` is formatted with `{:#}` (which shows
+/// the whole cause chain of an `anyhow::Error`) and reported with the task's
+/// name. Implemented for `()` and for `Result<T, E>` where `E: Display`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a result a background task can finish with",
+    label = "a task must finish with `()` or `Result<T, E>` where `E: Display`",
+    note = "the error of a failed task is written to the logs with `{{:#}}`, so `E` must implement `std::fmt::Display`"
+)]
+pub trait TaskResult: sealed::Sealed {
+    #[doc(hidden)]
+    fn into_outcome(self) -> Outcome;
+}
+
+impl TaskResult for () {
+    #[inline]
+    fn into_outcome(self) -> Outcome {
+        Ok(())
+    }
+}
+
+impl<T, E: fmt::Display> TaskResult for Result<T, E> {
+    #[inline]
+    fn into_outcome(self) -> Outcome {
+        self.map(drop).map_err(|e| format!("{e:#}"))
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for () {}
+    impl<T, E> Sealed for Result<T, E> {}
+}
+
+// ===== TaskOutput: what a task function may return =====
+
+/// What a task function may return; this decides, at compile time, how the
+/// task runs.
+///
+/// | the function returns | the task is | it runs |
+/// |---|---|---|
+/// | `()` or `Result<T, E>` | sync | on tokio's blocking pool |
+/// | a future whose output is `()` or `Result<T, E>` | async | awaited on the runtime |
+///
+/// You never implement or name this trait; it is public so that the bound on
+/// [`TaskQueue::add_task`](crate::TaskQueue::add_task) can be read, and so the
+/// compiler can explain a return type that does not fit:
+///
+/// ```compile_fail,E0277
+/// let queue = afterward::TaskQueue::new();
+/// fn count() -> usize { 42 }
+/// queue.add_task(count, ()); // error: `usize` cannot be returned by a background task
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a background task",
+    label = "the task function returns `{Self}`",
+    note = "a task function must return `()`, `Result<T, E>` with `E: Display`, or a `Send + 'static` future whose output is one of those"
+)]
+pub trait TaskOutput<Marker>: Sized {
+    #[doc(hidden)]
+    fn into_job<F>(f: F) -> JobSlot
+    where
+        F: FnOnce() -> Self + Send + 'static;
+}
+
+impl<R: TaskResult> TaskOutput<Blocking> for R {
+    #[inline]
+    fn into_job<F>(f: F) -> JobSlot
+    where
+        F: FnOnce() -> Self + Send + 'static,
+    {
+        JobSlot(Job::Sync(Box::new(move || f().into_outcome())))
+    }
+}
+
+impl<Fut> TaskOutput<Awaited> for Fut
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: TaskResult,
+{
+    #[inline]
+    fn into_job<F>(f: F) -> JobSlot
+    where
+        F: FnOnce() -> Self + Send + 'static,
+    {
+        // The function is called on the first poll, not here: a closure that
+        // returns a future may do work before it does, and that work belongs
+        // to the task, not to the handler that queued it.
+        JobSlot(Job::Async(Box::pin(
+            async move { f().await.into_outcome() },
+        )))
+    }
+}
+
+// ===== TaskFn: a function and its argument tuple =====
+
+/// A function that can be queued with an argument tuple `Args`.
+///
+/// Implemented for every `FnOnce(A1, …, An) -> R + Send + 'static` with
+/// `Args = (A1, …, An)`, for 0 to 12 arguments, where `R` is a
+/// [`TaskOutput`]. Pass `()` for no arguments and `(x,)` for one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be queued with the arguments `{Args}`",
+    label = "this function does not take the arguments `{Args}`",
+    note = "pass the arguments as a tuple that matches the function: `()` for none, `(x,)` for one, `(x, y)` for two",
+    note = "the function and its arguments must be `Send + 'static`, since the task runs after the handler has returned"
+)]
+pub trait TaskFn<Args, Marker>: Send + 'static {
+    #[doc(hidden)]
+    fn into_job(self, args: Args) -> JobSlot;
+}
+
+macro_rules! impl_task_fn {
+    ($($arg:ident $ty:ident),*) => {
+        impl<Func, Ret, Marker, $($ty,)*> TaskFn<($($ty,)*), Marker> for Func
+        where
+            Func: FnOnce($($ty),*) -> Ret + Send + 'static,
+            Ret: TaskOutput<Marker>,
+            $($ty: Send + 'static,)*
+        {
+            #[inline]
+            fn into_job(self, ($($arg,)*): ($($ty,)*)) -> JobSlot {
+                Ret::into_job(move || self($($arg),*))
+            }
+        }
+    };
+}
+
+impl_task_fn!();
+impl_task_fn!(a1 A1);
+impl_task_fn!(a1 A1, a2 A2);
+impl_task_fn!(a1 A1, a2 A2, a3 A3);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10 A10);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10 A10, a11 A11);
+impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10 A10, a11 A11, a12 A12);
+
+pub(crate) fn job_of<F, Args, M>(func: F, args: Args) -> Job
+where
+    F: TaskFn<Args, M>,
+{
+    func.into_job(args).0
+}
+
+// ===== task names =====
+
+/// The name of a task function for logs: `type_name` without its module path.
+///
+/// `my_app::mail::send_welcome` becomes `send_welcome`, and a closure
+/// `my_app::routes::register::{{closure}}` becomes `register::{{closure}}`, so
+/// the name still says where the closure was written. Only a slice of the
+/// `'static` type name is taken: naming a task allocates nothing.
+pub(crate) fn task_name<F>() -> &'static str {
+    short_name(type_name::<F>())
+}
+
+fn short_name(full: &'static str) -> &'static str {
+    // Only the path before any generic arguments is shortened.
+    let path_end = full.find('<').unwrap_or(full.len());
+    let path = &full[..path_end];
+    let mut start = 0;
+    let mut seg_start = 0;
+    for (i, _) in path.match_indices("::") {
+        let segment = &path[seg_start..i];
+        if !segment.starts_with("{{") {
+            start = seg_start;
+        }
+        seg_start = i + 2;
+    }
+    if !path[seg_start..].starts_with("{{") {
+        start = seg_start;
+    }
+    &full[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("send_welcome"), "send_welcome");
+        assert_eq!(short_name("my_app::mail::send_welcome"), "send_welcome");
+        assert_eq!(
+            short_name("my_app::routes::register::{{closure}}"),
+            "register::{{closure}}"
+        );
+        assert_eq!(
+            short_name("app::main::{{closure}}::{{closure}}"),
+            "main::{{closure}}::{{closure}}"
+        );
+        assert_eq!(
+            short_name("app::log<alloc::string::String>"),
+            "log<alloc::string::String>"
+        );
+        assert_eq!(short_name("{{closure}}"), "{{closure}}");
+    }
+}

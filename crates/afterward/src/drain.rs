@@ -53,7 +53,7 @@ pub enum FailurePolicy {
 /// let queue = afterward::TaskQueue::new();
 /// queue.add_task(|| (), ());
 /// queue.add_task(|| -> Result<(), String> { Err("disk full".into()) }, ());
-/// queue.add_task(|| panic!("bug"), ());
+/// queue.add_task(|| -> () { panic!("bug") }, ());
 ///
 /// let report = queue.drain().await;
 /// assert_eq!(report.completed(), 1);

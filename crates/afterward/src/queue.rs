@@ -177,6 +177,9 @@ impl TaskQueue {
     /// # }
     /// ```
     ///
+    /// A closure whose body only panics has the return type `!`, which is
+    /// not a task result; write `|| -> () { panic!("...") }`.
+    ///
     /// A function that returns something else does not compile:
     ///
     /// ```compile_fail,E0277

@@ -129,6 +129,28 @@ impl DrainReport {
     }
 }
 
+/// Adds two reports field by field, as when a request's queue and its
+/// response's queue are reported as one.
+impl std::ops::Add for DrainReport {
+    type Output = DrainReport;
+
+    fn add(mut self, other: DrainReport) -> DrainReport {
+        self += other;
+        self
+    }
+}
+
+impl std::ops::AddAssign for DrainReport {
+    fn add_assign(&mut self, other: DrainReport) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.panicked += other.panicked;
+        self.timed_out += other.timed_out;
+        self.skipped += other.skipped;
+        self.abandoned += other.abandoned;
+    }
+}
+
 /// The one way a task taken from a queue ends up counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

@@ -44,7 +44,7 @@ async fn shared_handles_stay_shared() {
     let queue = TaskQueue::new();
     queue.add_task(
         |items: Arc<Mutex<Vec<u32>>>, seen: Log| {
-            push(&seen, format!("{:?}", items.lock().unwrap()))
+            push(&seen, format!("{:?}", items.lock().unwrap()));
         },
         (items.clone(), seen.clone()),
     );

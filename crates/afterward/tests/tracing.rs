@@ -1,0 +1,152 @@
+//! Each task runs in a `task` span (name, position) whose parent is the span
+//! that was current when the task was added, wherever the drain runs.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use afterward::{Runner, TaskQueue};
+use tracing::Instrument;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn line_with(&self, needle: &str) -> String {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let mut found = text.lines().filter(|line| line.contains(needle));
+        let line = found
+            .next()
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+            .to_owned();
+        assert!(found.next().is_none(), "{needle:?} logged twice:\n{text}");
+        line
+    }
+}
+
+fn email_task(user: u64) {
+    tracing::info!(user, "blocking task says hello");
+}
+
+async fn webhook_task() -> Result<(), String> {
+    tracing::info!("async task says hello");
+    Err("receiver returned 503".into())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn task_events_carry_the_request_span_and_the_task_span() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    async {
+        queue.add_task(email_task, (7,));
+        queue.add_task(webhook_task, ());
+    }
+    .instrument(tracing::info_span!("request", request_id = 42))
+    .await;
+
+    // Drained from inside an unrelated span: the tasks must still hang off
+    // the request's span, not this one.
+    runner
+        .spawn(queue)
+        .instrument(tracing::info_span!("elsewhere"))
+        .await;
+
+    let sync_line = capture.line_with("blocking task says hello");
+    assert!(
+        sync_line.contains(r#"request{request_id=42}:task{task="email_task" position=1}"#),
+        "{sync_line}"
+    );
+    let async_line = capture.line_with("async task says hello");
+    assert!(
+        async_line.contains(r#"request{request_id=42}:task{task="webhook_task" position=2}"#),
+        "{async_line}"
+    );
+    let failure = capture.line_with("background task failed");
+    assert!(failure.contains("ERROR"), "{failure}");
+    assert!(failure.contains(r#"task="webhook_task""#), "{failure}");
+    assert!(failure.contains("error=receiver returned 503"), "{failure}");
+    assert!(failure.contains("request{request_id=42}"), "{failure}");
+    for line in [sync_line, async_line, failure] {
+        assert!(!line.contains("elsewhere"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn panics_skips_and_abandonments_are_logged_with_the_task_name() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    fn exploding_task() {
+        panic!("the disk caught fire");
+    }
+    fn never_started() {}
+
+    let runner = Runner::builder()
+        .failure_policy(afterward::FailurePolicy::StopQueue)
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_task(exploding_task, ());
+    queue.add_task(never_started, ());
+    runner.spawn(queue).await;
+
+    let panic = capture.line_with("background task panicked");
+    assert!(panic.contains(r#"task="exploding_task""#), "{panic}");
+    assert!(panic.contains("panic=the disk caught fire"), "{panic}");
+    let skip = capture.line_with("background task skipped");
+    assert!(skip.contains(r#"task="never_started""#), "{skip}");
+
+    runner.shutdown(std::time::Duration::ZERO).await;
+    let late = TaskQueue::new();
+    late.add_task(never_started, ());
+    runner.spawn(late).await;
+    let abandoned = capture.line_with("background task abandoned");
+    assert!(abandoned.contains(r#"task="never_started""#), "{abandoned}");
+}
+
+#[test]
+fn a_queue_dropped_with_tasks_left_says_so() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        fn forgotten_task() {}
+        let queue = TaskQueue::new();
+        queue.add_task(forgotten_task, ());
+        drop(queue);
+    });
+    let line = capture.line_with("task queue dropped with tasks that were never run");
+    assert!(line.contains(r#"tasks=["forgotten_task"]"#), "{line}");
+}

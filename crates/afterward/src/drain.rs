@@ -346,7 +346,7 @@ impl Drain {
         }
         self.closed = true;
         let for_runner = self.ctx.runner.is_some();
-        let (in_flight, rest, mut report) = {
+        let (in_flight, rest, report) = {
             let mut state = self.queue.lock();
             let mut in_flight = None;
             if self.holding && !self.done {
@@ -385,7 +385,7 @@ impl Drain {
             self.holding = false;
             release(&self.queue);
         }
-        mem::take(&mut report)
+        report
     }
 
     fn abandoned(&self, name: &'static str, position: usize) {

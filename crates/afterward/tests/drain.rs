@@ -322,3 +322,39 @@ async fn a_cancelled_direct_drain_keeps_the_tasks_it_did_not_start() {
 fn boom(message: &str) {
     panic!("{message}");
 }
+
+/// The same with a sync task in flight: it cannot be stopped, but once the
+/// drain is dropped it must not go on to the next task. That task stays
+/// queued, and the next drain (which waits for the running one) runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_direct_drain_does_not_start_another_sync_task() {
+    let events = log();
+    let queue = TaskQueue::new();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let e = events.clone();
+    queue.add_task(
+        move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            push(&e, "in flight when cancelled");
+        },
+        (),
+    );
+    let e = events.clone();
+    queue.add_task(move || push(&e, "next"), ());
+
+    let drain = queue.drain();
+    tokio::select! {
+        _ = drain => panic!("the drain cannot finish"),
+        _ = started_rx => {}
+    }
+    release_tx.send(()).unwrap();
+    let report = queue.drain().await;
+    assert_eq!(
+        report.completed(),
+        1,
+        "the next task ran in the cancelled drain"
+    );
+    assert_eq!(lines(&events), ["in flight when cancelled", "next"]);
+}

@@ -440,3 +440,19 @@ async fn wait_idle_returns_at_once_when_idle_and_debug_shows_settings() {
     assert_eq!(runner.spawn(TaskQueue::new()).await.total(), 0);
     assert_eq!(runner.stats(), Stats::default());
 }
+
+/// The handles are what DESIGN.md promises: shareable across threads and
+/// storable anywhere (request extensions need `Clone + Send + Sync + 'static`).
+#[test]
+fn handles_are_send_sync_and_static() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    fn sendable<T: Send + Sync + Unpin + 'static>() {}
+    shareable::<TaskQueue>();
+    shareable::<Runner>();
+    shareable::<afterward::DrainReport>();
+    shareable::<Stats>();
+    shareable::<afterward::ShutdownReport>();
+    sendable::<afterward::DrainHandle>();
+    let _: TaskQueue = Default::default();
+    let _: afterward::DrainReport = Default::default();
+}

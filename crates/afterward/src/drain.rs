@@ -664,6 +664,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Drops a task that will not run. Its captured values are user types whose
 /// destructors could panic; that must not unwind through our bookkeeping.
-fn drop_quietly(task: Task) {
+pub(crate) fn drop_quietly(task: Task) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
 }

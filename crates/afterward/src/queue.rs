@@ -205,6 +205,50 @@ impl TaskQueue {
         });
     }
 
+    /// Moves every task of `other` to the end of this queue, keeping their
+    /// order, and leaves `other` empty. Appending a queue to itself (or to a
+    /// clone of itself) does nothing.
+    ///
+    /// This is how two queues of one request become one sequence: the
+    /// `afterward-hyper` adapter appends the queue a response carries to the
+    /// request's queue, so the request's tasks run first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use afterward::TaskQueue;
+    ///
+    /// fn first() {}
+    /// fn second() {}
+    ///
+    /// let request = TaskQueue::new();
+    /// request.add_task(first, ());
+    /// let response = TaskQueue::new();
+    /// response.add_task(second, ());
+    ///
+    /// request.append(&response);
+    /// assert_eq!(format!("{request:?}"), r#"TaskQueue { len: 2, tasks: ["first", "second"] }"#);
+    /// assert!(response.is_empty());
+    /// request.append(&request.clone()); // the same queue: nothing happens
+    /// assert_eq!(request.len(), 2);
+    /// ```
+    pub fn append(&self, other: &TaskQueue) {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return;
+        }
+        // Taken out first so that the two locks are never held together.
+        let moved = std::mem::take(&mut other.inner.lock().tasks);
+        if moved.is_empty() {
+            return;
+        }
+        let mut state = self.inner.lock();
+        for mut task in moved {
+            state.added += 1;
+            task.position = state.added;
+            state.tasks.push_back(task);
+        }
+    }
+
     /// The number of tasks waiting to run.
     ///
     /// A task leaves the queue when a drain starts it, so while a drain runs
@@ -256,6 +300,10 @@ impl TaskQueue {
         let mut drain = Drain::new(self.inner.clone(), Ctx::direct());
         drain.run().await;
         drain.close()
+    }
+
+    pub(crate) fn take_all(&self) -> VecDeque<Task> {
+        std::mem::take(&mut self.inner.lock().tasks)
     }
 
     pub(crate) fn into_inner(self) -> Arc<Inner> {

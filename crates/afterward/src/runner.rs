@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::TaskQueue;
-use crate::drain::{Ctx, Drain, DrainReport, FailurePolicy, Kind};
+use crate::drain::{Ctx, Drain, DrainReport, FailurePolicy, Kind, drop_quietly};
 
 /// Runs task queues in the background: one per server, shared by every
 /// request.
@@ -289,6 +289,49 @@ impl Runner {
         DrainHandle {
             state: HandleState::Pending(rx),
         }
+    }
+
+    /// Takes every task of `queue` without running it: each is counted
+    /// `skipped` and logged with its name and `reason`.
+    ///
+    /// For work that was queued but must not run, such as the tasks of a
+    /// request whose handler failed. Keeps conservation: the tasks are
+    /// received and accounted for like any others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let runner = afterward::Runner::new();
+    /// let queue = afterward::TaskQueue::new();
+    /// queue.add_task(|| println!("never printed"), ());
+    ///
+    /// let report = runner.skip(queue, "the handler returned an error");
+    /// assert_eq!(report.skipped(), 1);
+    /// assert_eq!(runner.stats().skipped(), 1);
+    /// # }
+    /// ```
+    pub fn skip(&self, queue: TaskQueue, reason: &str) -> DrainReport {
+        let tasks = queue.take_all();
+        let mut report = DrainReport::default();
+        if tasks.is_empty() {
+            return report;
+        }
+        report.add(Kind::Skipped, tasks.len());
+        self.shared.received(tasks.len());
+        self.shared.count(Kind::Skipped, tasks.len());
+        for task in tasks {
+            tracing::warn!(
+                parent: &task.parent,
+                task = task.name,
+                position = task.position,
+                reason,
+                "background task skipped"
+            );
+            drop_quietly(task);
+        }
+        report
     }
 
     /// A snapshot of what the runner has done so far.

@@ -456,3 +456,27 @@ fn handles_are_send_sync_and_static() {
     let _: TaskQueue = Default::default();
     let _: afterward::DrainReport = Default::default();
 }
+
+#[tokio::test]
+async fn skip_counts_and_never_runs() {
+    let runner = Runner::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queue = TaskQueue::new();
+    for _ in 0..3 {
+        let r = ran.clone();
+        queue.add_task(
+            move || {
+                r.fetch_add(1, SeqCst);
+            },
+            (),
+        );
+    }
+    let report = runner.skip(queue.clone(), "client went away");
+    assert_eq!((report.skipped(), report.total()), (3, 3));
+    assert!(queue.is_empty());
+    assert_eq!(runner.spawn(queue).await.total(), 0);
+    assert_eq!(ran.load(SeqCst), 0);
+    let stats = runner.stats();
+    assert_eq!((stats.tasks_received(), stats.skipped()), (3, 3));
+    assert_conserved(&stats);
+}

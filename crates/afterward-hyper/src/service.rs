@@ -1,0 +1,272 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use afterward::{Runner, TaskQueue};
+use http::{Method, Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+
+use crate::body::{Handoff, TaskBody};
+
+/// What happens to the tasks of a request whose response body was dropped
+/// before it was finished: the client disconnected, or reset its HTTP/2
+/// stream, while the body was being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DisconnectPolicy {
+    /// Run them anyway (the default): the request was accepted and handled;
+    /// only its response did not arrive in full.
+    #[default]
+    Run,
+    /// Do not run them; count them `skipped` and log them. For tasks that
+    /// only make sense if the client saw the response.
+    Skip,
+}
+
+/// Gives each request a [`TaskQueue`] and runs it once the response body is
+/// finished.
+///
+/// For each request, `TaskService`:
+///
+/// 1. puts a `TaskQueue` into the request's extensions, where the handler
+///    finds it with `req.extensions().get::<TaskQueue>()` (or axum's
+///    `Extension<TaskQueue>`);
+/// 2. calls the inner service;
+/// 3. wraps the response body in a [`TaskBody`], which hands the queue to the
+///    [`Runner`] when the body is finished and dropped.
+///
+/// So the tasks start only after the last byte of the response was handed to
+/// hyper, and never hold up the response or the connection.
+///
+/// - If the response carries a `TaskQueue` of its own in its extensions, it
+///   runs too, after the request's.
+/// - If the request already carries a queue from an outer `TaskService` (the
+///   service or [`TaskLayer`](crate::TaskLayer) stacked twice), that queue is
+///   reused and run once, by the outer one.
+/// - If the inner service returns an error, or its future is dropped before
+///   it produced a response (the client went away while the handler ran),
+///   the tasks do not run: they are counted `skipped` and logged.
+///
+/// `TaskService` implements hyper's `Service`, and with the `tower` feature
+/// tower's too.
+#[derive(Clone)]
+pub struct TaskService<S> {
+    inner: S,
+    runner: Runner,
+    on_disconnect: DisconnectPolicy,
+}
+
+/// Put into a request's extensions next to the queue by the `TaskService`
+/// that will hand it over, so that a nested one leaves it alone.
+#[derive(Clone, Copy)]
+struct Owned;
+
+impl<S> TaskService<S> {
+    /// Wraps `inner`; queues are handed to `runner`.
+    pub fn new(inner: S, runner: Runner) -> TaskService<S> {
+        TaskService {
+            inner,
+            runner,
+            on_disconnect: DisconnectPolicy::default(),
+        }
+    }
+
+    /// What to do with the tasks of a response whose body was dropped before
+    /// it was finished. Defaults to [`DisconnectPolicy::Run`].
+    pub fn on_disconnect(mut self, policy: DisconnectPolicy) -> TaskService<S> {
+        self.on_disconnect = policy;
+        self
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Gives the request its queue, unless an outer `TaskService` did.
+    fn prepare<B>(&self, req: &mut Request<B>) -> Pending {
+        let no_body_method = match *req.method() {
+            Method::HEAD => NoBody::Always,
+            Method::CONNECT => NoBody::OnSuccess,
+            _ => NoBody::Never,
+        };
+        let extensions = req.extensions_mut();
+        let handoff = if extensions.get::<Owned>().is_some() {
+            None
+        } else {
+            let queue = match extensions.get::<TaskQueue>() {
+                // Put there by other middleware: adopt it.
+                Some(queue) => queue.clone(),
+                None => {
+                    let queue = TaskQueue::new();
+                    extensions.insert(queue.clone());
+                    queue
+                }
+            };
+            extensions.insert(Owned);
+            Some(Handoff {
+                runner: self.runner.clone(),
+                queue,
+                on_disconnect: self.on_disconnect,
+                response_queue: None,
+            })
+        };
+        Pending {
+            handoff,
+            no_body_method,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for TaskService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskService")
+            .field("inner", &self.inner)
+            .field("on_disconnect", &self.on_disconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for TaskService<S>
+where
+    S: hyper::service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<TaskBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn call(&self, mut req: Request<ReqBody>) -> Self::Future {
+        let pending = self.prepare(&mut req);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            pending,
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for TaskService<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<TaskBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let pending = self.prepare(&mut req);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            pending,
+        }
+    }
+}
+
+// ===== ResponseFuture =====
+
+pin_project! {
+    /// The response future of [`TaskService`].
+    ///
+    /// If it is dropped before the inner service produced a response, or the
+    /// inner service fails, the request's tasks are counted `skipped`.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Pending,
+    }
+}
+
+/// The request's hand-off until its response exists.
+struct Pending {
+    handoff: Option<Handoff>,
+    no_body_method: NoBody,
+}
+
+#[derive(Clone, Copy)]
+enum NoBody {
+    Never,
+    Always,
+    OnSuccess,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(handoff) = self.handoff.take() {
+            handoff.skip("the request's handler was dropped before it produced a response");
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: http_body::Body,
+{
+    type Output = Result<Response<TaskBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let handoff = this.pending.handoff.take();
+        let no_body_method = this.pending.no_body_method;
+        Poll::Ready(match (result, handoff) {
+            (Ok(response), None) => Ok(response.map(TaskBody::passthrough)),
+            (Ok(response), Some(mut handoff)) => {
+                let (parts, body) = response.into_parts();
+                handoff.response_queue = parts.extensions.get::<TaskQueue>().cloned();
+                let no_body = match no_body_method {
+                    NoBody::Always => true,
+                    NoBody::OnSuccess => parts.status.is_success(),
+                    NoBody::Never => false,
+                } || status_has_no_body(parts.status);
+                let body = TaskBody::new(body, handoff, content_length(&parts.headers), no_body);
+                Ok(Response::from_parts(parts, body))
+            }
+            (Err(error), handoff) => {
+                if let Some(handoff) = handoff {
+                    handoff.skip("the request's handler returned an error");
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+fn status_has_no_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

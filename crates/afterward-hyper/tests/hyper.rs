@@ -14,6 +14,7 @@ use afterward_hyper::{DisconnectPolicy, TaskService};
 use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode, header};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -97,22 +98,40 @@ async fn full_body_runs_tasks_once_and_keeps_its_content_length() {
     }
 }
 
-// 2. An `Empty` body is never polled at all.
+// 2. An `Empty` body is never polled at all. (13.) Its `is_end_stream`
+//    reaches hyper: on HTTP/2 the response goes out as HEADERS with
+//    END_STREAM, which the client sees as a body already at its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_body_runs_tasks_once() {
     for proto in BOTH {
         let (runner, response, mut probes, events, _client) =
             one_task_request(proto, "GET", || Response::new(boxed(Empty::<Bytes>::new()))).await;
-        assert!(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .is_empty()
-        );
+        assert!(response.body().is_end_stream(), "{proto:?}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
         finish(&runner, &mut probes, &events, proto).await;
+    }
+}
+
+/// The same without a size hint: only `is_end_stream()` says the body is
+/// over, before and after its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_without_a_size_hint_end_by_is_end_stream() {
+    for proto in BOTH {
+        for chunks in [
+            vec![],
+            vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")],
+        ] {
+            let expected: Vec<u8> = chunks.concat();
+            let (runner, response, mut probes, events, _client) =
+                one_task_request(proto, "GET", move || {
+                    Response::new(boxed(Chunks::new(chunks.clone(), End::EndStream)))
+                })
+                .await;
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, expected, "{proto:?}");
+            finish(&runner, &mut probes, &events, proto).await;
+        }
     }
 }
 
@@ -423,11 +442,13 @@ async fn the_request_queue_returned_on_the_response_runs_once() {
     assert_eq!(events.list(), ["task once"]);
 }
 
-// 10. `TaskService` inside `TaskService`: one queue, run once.
+// 10. `TaskService` inside `TaskService`: one queue, run once, by the outer
+//     service's runner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacked_services_run_tasks_exactly_once() {
     for proto in BOTH {
         let runner = Runner::new();
+        let inner_runner = Runner::new();
         let mut probes = Probes::new();
         let events = Events::default();
         let (sender, e) = (probes.sender(), events.clone());
@@ -435,7 +456,7 @@ async fn stacked_services_run_tasks_exactly_once() {
             record_task(&queue_of(&req), &e, "stacked", sender.probe("stacked"));
             async { Ok::<_, BoxError>(Response::new(boxed(Full::new(Bytes::from_static(b"ok"))))) }
         };
-        let inner = TaskService::new(service_fn(handler), runner.clone());
+        let inner = TaskService::new(service_fn(handler), inner_runner.clone());
         let outer = TaskService::new(inner, runner.clone()).on_disconnect(DisconnectPolicy::Skip);
         let (addr, _server) = serve(outer).await;
         let mut client = Client::connect(addr, proto).await;
@@ -445,6 +466,9 @@ async fn stacked_services_run_tasks_exactly_once() {
         probes.settled().await;
         runner.wait_idle().await;
         expect(&runner.stats(), 2, 0, proto);
+        inner_runner.wait_idle().await;
+        assert_eq!(inner_runner.stats().tasks_received(), 0, "{proto:?}");
+
         assert_eq!(events.list(), ["task stacked", "task stacked"]);
     }
 }

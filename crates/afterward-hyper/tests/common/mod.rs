@@ -258,6 +258,9 @@ pub enum End {
     Pending,
     /// A trailers frame, and nothing after it.
     Trailers,
+    /// `is_end_stream()` turns true with the last chunk; the body is never
+    /// polled after it (and would never end if it were).
+    EndStream,
 }
 
 /// A streaming body with no size hint that never says `is_end_stream`: the
@@ -311,7 +314,11 @@ impl Body for Chunks {
                 trailers.insert("x-checksum", "abc".parse().unwrap());
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
-            End::Trailers => Poll::Pending,
+            End::Trailers | End::EndStream => Poll::Pending,
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end == End::EndStream && self.chunks.is_empty()
     }
 }

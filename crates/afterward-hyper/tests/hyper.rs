@@ -125,7 +125,7 @@ async fn bodies_without_a_size_hint_end_by_is_end_stream() {
             let expected: Vec<u8> = chunks.concat();
             let (runner, response, mut probes, events, _client) =
                 one_task_request(proto, "GET", move || {
-                    Response::new(boxed(Chunks::new(chunks.clone(), End::EndStream)))
+                    Response::new(boxed(Chunks::new(chunks.clone(), End::ByEndStream)))
                 })
                 .await;
             let body = response.into_body().collect().await.unwrap().to_bytes();

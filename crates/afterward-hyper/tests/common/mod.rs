@@ -260,7 +260,7 @@ pub enum End {
     Trailers,
     /// `is_end_stream()` turns true with the last chunk; the body is never
     /// polled after it (and would never end if it were).
-    EndStream,
+    ByEndStream,
 }
 
 /// A streaming body with no size hint that never says `is_end_stream`: the
@@ -314,11 +314,11 @@ impl Body for Chunks {
                 trailers.insert("x-checksum", "abc".parse().unwrap());
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
-            End::Trailers | End::EndStream => Poll::Pending,
+            End::Trailers | End::ByEndStream => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.end == End::EndStream && self.chunks.is_empty()
+        self.end == End::ByEndStream && self.chunks.is_empty()
     }
 }

@@ -141,3 +141,9 @@ pub use crate::layer::TaskLayer;
 pub use crate::service::{DisconnectPolicy, ResponseFuture, TaskService};
 
 pub use afterward::{Runner, TaskQueue};
+
+// The README's examples are compiled as doctests, so it stays true. They use
+// axum, hence the feature.
+#[cfg(all(doctest, feature = "tower"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -91,8 +91,3 @@ pub use crate::drain::{DrainReport, FailurePolicy};
 pub use crate::queue::TaskQueue;
 pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport, Stats};
 pub use crate::task::{TaskFn, TaskOutput, TaskResult};
-
-// The README's examples are compiled and run as doctests, so it stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -14,7 +14,7 @@ use tracing::{Dispatch, Instrument, Span};
 
 use crate::queue::{Inner, Task};
 use crate::runner::Shared;
-use crate::task::{Job, Outcome};
+use crate::task::{Job, Outcome, TaskName};
 
 // ===== FailurePolicy =====
 
@@ -211,8 +211,15 @@ pub(crate) struct Drain {
     /// Whether `run` got to the end.
     done: bool,
     closed: bool,
-    /// Tasks counted before the lock was taken (abandoned unstarted drains).
+    /// What this drain counted itself: its async tasks and skips. Sync
+    /// batches count into the queue's shared state instead, since they run
+    /// on another thread and may outlive the drain.
     report: DrainReport,
+    /// The async task being awaited now. Only this drain finishes or
+    /// abandons it, never both, so it needs no lock.
+    in_flight: Option<(TaskName, usize)>,
+    /// Whether one of this drain's own tasks failed, for `StopQueue`.
+    failed: bool,
 }
 
 enum Step {
@@ -230,6 +237,8 @@ impl Drain {
             done: false,
             closed: false,
             report: DrainReport::default(),
+            in_flight: None,
+            failed: false,
         }
     }
 
@@ -263,23 +272,25 @@ impl Drain {
         loop {
             let step = {
                 let mut state = self.queue.lock();
-                if state.failed
+                if (self.failed || state.failed)
                     && self.ctx.policy == FailurePolicy::StopQueue
                     && !state.tasks.is_empty()
                 {
                     let skipped: Vec<Task> = state.tasks.drain(..).collect();
-                    state.report.add(Kind::Skipped, skipped.len());
+                    self.report.add(Kind::Skipped, skipped.len());
                     Step::Skip(skipped)
                 } else {
                     match state.tasks.front() {
                         None => break,
                         Some(task) if task.job.is_sync() => {
                             state.holders += 1;
+                            // The batch must see this drain's failures too.
+                            state.failed |= self.failed;
                             Step::Sync
                         }
                         Some(_) => {
                             let task = state.tasks.pop_front().expect("front was Some");
-                            state.in_flight = Some((task.name, task.position));
+                            self.in_flight = Some((task.name, task.position));
                             Step::Async(task)
                         }
                     }
@@ -310,7 +321,7 @@ impl Drain {
                         let span = task_span(&task);
                         span.in_scope(|| {
                             tracing::warn!(
-                                task = task.name,
+                                task = task.name.short(),
                                 "background task skipped: an earlier task of its queue failed"
                             );
                         });
@@ -334,7 +345,12 @@ impl Drain {
         let ran = run_async(future, self.ctx.timeout)
             .instrument(span.clone())
             .await;
-        finish(&self.queue, &self.ctx, &span, name, &ran);
+        self.in_flight = None;
+        let kind = ran.kind();
+        self.report.add(kind, 1);
+        self.failed |= kind != Kind::Completed;
+        self.ctx.count(kind, 1);
+        span.in_scope(|| ran.log(name));
     }
 
     /// Ends the drain and returns its report. If `run` did not finish, the
@@ -348,23 +364,24 @@ impl Drain {
         let for_runner = self.ctx.runner.is_some();
         let (in_flight, rest, report) = {
             let mut state = self.queue.lock();
-            let mut in_flight = None;
+            // At most one of these is set: the drain awaits either its own
+            // async task or a sync batch, never both.
+            let mut in_flight = self.in_flight.take();
             if self.holding && !self.done {
                 // A sync batch may still be running this drain's tasks; stop
                 // it from starting another.
                 state.cancelled = true;
-                in_flight = state.in_flight.take();
+                in_flight = in_flight.or(state.in_flight.take());
             }
             let rest: Vec<Task> = if for_runner && !self.done {
                 state.tasks.drain(..).collect()
             } else {
                 Vec::new()
             };
-            let mut report = if self.holding {
-                mem::take(&mut state.report)
-            } else {
-                mem::take(&mut self.report)
-            };
+            let mut report = mem::take(&mut self.report);
+            if self.holding {
+                report += mem::take(&mut state.report);
+            }
             report.add(
                 Kind::Abandoned,
                 rest.len() + usize::from(in_flight.is_some()),
@@ -388,12 +405,12 @@ impl Drain {
         report
     }
 
-    fn abandoned(&self, name: &'static str, position: usize) {
+    fn abandoned(&self, name: TaskName, position: usize) {
         self.ctx.count(Kind::Abandoned, 1);
         if let Some(runner) = &self.ctx.runner {
-            runner.note_abandoned(name);
+            runner.note_abandoned(name.short());
         }
-        tracing::error!(task = name, position, "background task abandoned");
+        tracing::error!(task = name.short(), position, "background task abandoned");
     }
 }
 
@@ -517,20 +534,20 @@ impl Ran {
         }
     }
 
-    fn log(&self, name: &'static str) {
+    fn log(&self, name: TaskName) {
         match self {
-            Ran::Completed => tracing::debug!(task = name, "background task completed"),
+            Ran::Completed => tracing::debug!(task = name.short(), "background task completed"),
             Ran::Failed(error) => {
-                tracing::error!(task = name, error = %error, "background task failed");
+                tracing::error!(task = name.short(), error = %error, "background task failed");
             }
             Ran::Panicked(message) => {
-                tracing::error!(task = name, panic = %message, "background task panicked");
+                tracing::error!(task = name.short(), panic = %message, "background task panicked");
             }
             Ran::TimedOut {
                 limit,
                 overran: None,
             } => tracing::error!(
-                task = name,
+                task = name.short(),
                 timeout = ?limit,
                 "background task timed out and was cancelled"
             ),
@@ -538,7 +555,7 @@ impl Ran {
                 limit,
                 overran: Some((took, result)),
             } => tracing::error!(
-                task = name,
+                task = name.short(),
                 timeout = ?limit,
                 took = ?took,
                 result = %result.summary(),
@@ -559,7 +576,7 @@ impl Ran {
 
 /// Counts and logs a task that ran, unless it was abandoned meanwhile (in
 /// which case the abandoning side counted it). Returns whether it counted.
-fn finish(queue: &Inner, ctx: &Ctx, span: &Span, name: &'static str, ran: &Ran) -> bool {
+fn finish(queue: &Inner, ctx: &Ctx, span: &Span, name: TaskName, ran: &Ran) -> bool {
     let kind = ran.kind();
     {
         let mut state = queue.lock();
@@ -567,7 +584,7 @@ fn finish(queue: &Inner, ctx: &Ctx, span: &Span, name: &'static str, ran: &Ran) 
             drop(state);
             span.in_scope(|| {
                 tracing::warn!(
-                    task = name,
+                    task = name.short(),
                     result = %ran.summary(),
                     "background task finished after it was abandoned; it stays counted as abandoned"
                 );
@@ -588,7 +605,7 @@ fn task_span(task: &Task) -> Span {
     tracing::info_span!(
         parent: &task.parent,
         "task",
-        task = task.name,
+        task = task.name.short(),
         position = task.position
     )
 }

@@ -6,7 +6,7 @@ use tokio::sync::Notify;
 use tracing::Span;
 
 use crate::drain::{Ctx, Drain, DrainReport};
-use crate::task::{self, Job, TaskFn};
+use crate::task::{self, Job, TaskFn, TaskName};
 
 /// A per-request queue of background tasks.
 ///
@@ -56,7 +56,7 @@ pub struct TaskQueue {
 
 /// One queued task and what is needed to report on it.
 pub(crate) struct Task {
-    pub(crate) name: &'static str,
+    pub(crate) name: TaskName,
     /// 1-based position in the queue, in insertion order.
     pub(crate) position: usize,
     /// The span that was current when the task was added.
@@ -89,7 +89,7 @@ pub(crate) struct State {
     /// The task being run now, if any. Whoever takes it out (the code that
     /// saw the task finish, or the code that abandons it) is the one that
     /// counts it: this is what makes counting exactly-once.
-    pub(crate) in_flight: Option<(&'static str, usize)>,
+    pub(crate) in_flight: Option<(TaskName, usize)>,
     /// Set when the current drain was cancelled: a sync batch still running
     /// must not start another task.
     pub(crate) cancelled: bool,
@@ -192,8 +192,14 @@ impl TaskQueue {
         F: TaskFn<Args, M>,
     {
         let job = task::job_of(func, args);
-        let name = task::task_name::<F>();
-        let parent = Span::current();
+        let name = TaskName::of::<F>();
+        // Without any subscriber there is no span to follow; asking for the
+        // current one would cost more than the rest of `add_task`.
+        let parent = if tracing::dispatcher::has_been_set() {
+            Span::current()
+        } else {
+            Span::none()
+        };
         let mut state = self.inner.lock();
         state.added += 1;
         let position = state.added;
@@ -339,7 +345,7 @@ struct TaskNames<'a>(&'a VecDeque<Task>);
 impl fmt::Debug for TaskNames<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|task| task.name))
+            .entries(self.0.iter().map(|task| task.name.short()))
             .finish()
     }
 }
@@ -353,10 +359,9 @@ impl Drop for Inner {
         // The last handle is gone and nobody will drain these tasks. They were
         // never handed to a runner, so no runner counts them, but they must
         // not vanish without a word.
-        let names: Vec<&str> = state.tasks.iter().map(|task| task.name).collect();
         tracing::error!(
-            count = names.len(),
-            tasks = ?names,
+            count = state.tasks.len(),
+            tasks = ?TaskNames(&state.tasks),
             "task queue dropped with tasks that were never run"
         );
     }

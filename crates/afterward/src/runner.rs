@@ -324,7 +324,7 @@ impl Runner {
         for task in tasks {
             tracing::warn!(
                 parent: &task.parent,
-                task = task.name,
+                task = task.name.short(),
                 position = task.position,
                 reason,
                 "background task skipped"

@@ -204,31 +204,45 @@ where
 
 // ===== task names =====
 
-/// The name of a task function for logs: `type_name` without its module path.
+/// The name of a task function: its `type_name`, shortened only when shown.
 ///
-/// `my_app::mail::send_welcome` becomes `send_welcome`, and a closure
-/// `my_app::routes::register::{{closure}}` becomes `register::{{closure}}`, so
-/// the name still says where the closure was written. Only a slice of the
-/// `'static` type name is taken: naming a task allocates nothing.
-pub(crate) fn task_name<F>() -> &'static str {
-    short_name(type_name::<F>())
+/// `my_app::mail::send_welcome` shows as `send_welcome`, and a closure
+/// `my_app::routes::register::{{closure}}` as `register::{{closure}}`, so the
+/// name still says where the closure was written. Naming a task at
+/// `add_task` costs nothing; the short form is a slice of the `'static` type
+/// name, taken when a log line or report needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskName(&'static str);
+
+impl TaskName {
+    pub(crate) fn of<F>() -> TaskName {
+        TaskName(type_name::<F>())
+    }
+
+    pub(crate) fn short(self) -> &'static str {
+        short_name(self.0)
+    }
 }
 
 fn short_name(full: &'static str) -> &'static str {
+    let bytes = full.as_bytes();
     // Only the path before any generic arguments is shortened.
-    let path_end = full.find('<').unwrap_or(full.len());
-    let path = &full[..path_end];
-    let mut start = 0;
-    let mut seg_start = 0;
-    for (i, _) in path.match_indices("::") {
-        let segment = &path[seg_start..i];
-        if !segment.starts_with("{{") {
-            start = seg_start;
+    let path_end = bytes.iter().position(|&b| b == b'<').unwrap_or(bytes.len());
+    let is_name = |at: usize| at < path_end && bytes[at] != b'{';
+    let (mut start, mut segment, mut i) = (0, 0, 0);
+    while i + 1 < path_end {
+        if bytes[i] == b':' && bytes[i + 1] == b':' {
+            if is_name(segment) {
+                start = segment;
+            }
+            segment = i + 2;
+            i += 2;
+        } else {
+            i += 1;
         }
-        seg_start = i + 2;
     }
-    if !path[seg_start..].starts_with("{{") {
-        start = seg_start;
+    if is_name(segment) {
+        start = segment;
     }
     &full[start..]
 }

@@ -41,9 +41,9 @@ pub enum DisconnectPolicy {
 ///
 /// - If the response carries a `TaskQueue` of its own in its extensions, it
 ///   runs too, after the request's.
-/// - If the request already carries a queue from an outer `TaskService` (the
-///   service or [`TaskLayer`](crate::TaskLayer) stacked twice), that queue is
-///   reused and run once, by the outer one.
+/// - If the request already carries a queue, it came from an outer
+///   `TaskService` (the service or [`TaskLayer`](crate::TaskLayer) stacked
+///   twice): that queue is reused, and run once, by the outer one.
 /// - If the inner service returns an error, or its future is dropped before
 ///   it produced a response (the client went away while the handler ran),
 ///   the tasks do not run: they are counted `skipped` and logged.
@@ -56,11 +56,6 @@ pub struct TaskService<S> {
     runner: Runner,
     on_disconnect: DisconnectPolicy,
 }
-
-/// Put into a request's extensions next to the queue by the `TaskService`
-/// that will hand it over, so that a nested one leaves it alone.
-#[derive(Clone, Copy)]
-struct Owned;
 
 impl<S> TaskService<S> {
     /// Wraps `inner`; queues are handed to `runner`.
@@ -102,19 +97,13 @@ impl<S> TaskService<S> {
             _ => NoBody::Never,
         };
         let extensions = req.extensions_mut();
-        let handoff = if extensions.get::<Owned>().is_some() {
+        // A queue already there was put by an outer `TaskService`, which
+        // will hand it over: this one only passes the response through.
+        let handoff = if extensions.get::<TaskQueue>().is_some() {
             None
         } else {
-            let queue = match extensions.get::<TaskQueue>() {
-                // Put there by other middleware: adopt it.
-                Some(queue) => queue.clone(),
-                None => {
-                    let queue = TaskQueue::new();
-                    extensions.insert(queue.clone());
-                    queue
-                }
-            };
-            extensions.insert(Owned);
+            let queue = TaskQueue::new();
+            extensions.insert(queue.clone());
             Some(Handoff {
                 runner: self.runner.clone(),
                 queue,

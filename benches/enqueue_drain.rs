@@ -1,0 +1,345 @@
+//! The core path: what queuing and draining a task costs, per task, against
+//! the floor of doing the same with plain boxed closures and futures.
+//!
+//! ```text
+//! cargo bench --bench enqueue_drain [-- FILTER] [--quick] [--json PATH]
+//! ```
+
+mod support;
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use afterward::{Runner, TaskQueue};
+use support::{Bench, Sample, allocations};
+use tokio::runtime::Runtime;
+
+const SIZES: [usize; 4] = [1, 10, 100, 10_000];
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxFn = Box<dyn FnOnce() + Send>;
+
+fn noop_sync() {}
+fn noop_sync1(a: u64) {
+    black_box(a);
+}
+fn noop_sync3(a: u64, b: u64, c: u64) {
+    black_box((a, b, c));
+}
+async fn noop_async() {}
+
+fn main() {
+    let mut bench = Bench::from_args("enqueue_drain: per task");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for n in SIZES {
+        enqueue(&mut bench, n);
+        async_tasks(&mut bench, &rt, n);
+        sync_tasks(&mut bench, &rt, n);
+    }
+    allocation_counts(&mut bench, &rt);
+    bench.finish();
+}
+
+/// Times only the `add_task` calls of `n` tasks, not making or dropping the
+/// queue.
+fn time_enqueue(bench: &Bench, n: usize, add: impl Fn(&TaskQueue, u64)) -> Sample {
+    timed(bench, n, || {
+        let queue = TaskQueue::new();
+        let start = Instant::now();
+        for i in 0..n as u64 {
+            add(&queue, i);
+        }
+        let elapsed = start.elapsed();
+        // Drained unrun tasks would be logged; run them instead, untimed.
+        run_untimed(&queue);
+        elapsed
+    })
+}
+
+fn enqueue(bench: &mut Bench, n: usize) {
+    if !bench.wants("enqueue/") {
+        return;
+    }
+    let floor = timed(bench, n, || {
+        let mut tasks: Vec<BoxFn> = Vec::new();
+        let start = Instant::now();
+        for i in 0..n as u64 {
+            tasks.push(Box::new(move || noop_sync1(i)));
+        }
+        let elapsed = start.elapsed();
+        black_box(tasks);
+        elapsed
+    });
+    let floor_name = format!("enqueue/floor: Vec<Box<dyn FnOnce>>/{n}");
+    bench.report(&floor_name, "ns", &floor, None);
+    let cases: [(&str, Sample); 3] = [
+        (
+            "args0",
+            time_enqueue(bench, n, |q, _| q.add_task(noop_sync, ())),
+        ),
+        (
+            "args1",
+            time_enqueue(bench, n, |q, i| q.add_task(noop_sync1, (i,))),
+        ),
+        (
+            "args3",
+            time_enqueue(bench, n, |q, i| q.add_task(noop_sync3, (i, i, i))),
+        ),
+    ];
+    for (name, sample) in cases {
+        bench.report(
+            &format!("enqueue/{name}/{n}"),
+            "ns",
+            &sample,
+            Some((&floor_name, &floor)),
+        );
+    }
+}
+
+fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
+    if !bench.wants("async/") {
+        return;
+    }
+    let floor = bench.time(n, || {
+        rt.block_on(async {
+            let mut tasks: Vec<BoxFuture> = Vec::with_capacity(0);
+            for _ in 0..n {
+                tasks.push(Box::pin(noop_async()));
+            }
+            for task in tasks {
+                task.await;
+            }
+        });
+    });
+    let floor_name = format!("async/floor: Vec<Pin<Box<dyn Future>>>/{n}");
+    bench.report(&floor_name, "ns", &floor, None);
+    let baseline = Some((floor_name.as_str(), &floor));
+
+    let drain = bench.time(n, || {
+        rt.block_on(async {
+            let queue = TaskQueue::new();
+            for _ in 0..n {
+                queue.add_task(noop_async, ());
+            }
+            queue.drain().await;
+        });
+    });
+    bench.report(&format!("async/drain/{n}"), "ns", &drain, baseline);
+
+    let traced = with_subscriber(|| {
+        bench.time(n, || {
+            rt.block_on(async {
+                let queue = TaskQueue::new();
+                for _ in 0..n {
+                    queue.add_task(noop_async, ());
+                }
+                queue.drain().await;
+            });
+        })
+    });
+    bench.report(&format!("async/drain+tracing/{n}"), "ns", &traced, baseline);
+
+    let runner = rt.block_on(async { Runner::new() });
+    let timeout_runner = rt.block_on(async {
+        Runner::builder()
+            .task_timeout(Duration::from_secs(60))
+            .build()
+    });
+    for (name, runner) in [("runner", &runner), ("runner+timeout", &timeout_runner)] {
+        let sample = bench.time(n, || {
+            rt.block_on(async {
+                let queue = TaskQueue::new();
+                for _ in 0..n {
+                    queue.add_task(noop_async, ());
+                }
+                runner.spawn(queue).await;
+            });
+        });
+        bench.report(&format!("async/{name}/{n}"), "ns", &sample, baseline);
+    }
+}
+
+fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
+    if !bench.wants("sync/") {
+        return;
+    }
+    let floor = bench.time(n, || {
+        let mut tasks: Vec<BoxFn> = Vec::with_capacity(0);
+        for _ in 0..n {
+            tasks.push(Box::new(noop_sync));
+        }
+        for task in tasks {
+            task();
+        }
+    });
+    let floor_name = format!("sync/floor: Vec<Box<dyn FnOnce>>/{n}");
+    bench.report(&floor_name, "ns", &floor, None);
+
+    let naive = bench.time(n, || {
+        rt.block_on(async {
+            let mut tasks: Vec<BoxFn> = Vec::with_capacity(0);
+            for _ in 0..n {
+                tasks.push(Box::new(noop_sync));
+            }
+            for task in tasks {
+                tokio::task::spawn_blocking(task).await.unwrap();
+            }
+        });
+    });
+    let naive_name = format!("sync/naive: spawn_blocking each/{n}");
+    bench.report(&naive_name, "ns", &naive, Some((&floor_name, &floor)));
+
+    let drain = bench.time(n, || {
+        rt.block_on(async {
+            let queue = TaskQueue::new();
+            for _ in 0..n {
+                queue.add_task(noop_sync, ());
+            }
+            queue.drain().await;
+        });
+    });
+    bench.report(
+        &format!("sync/drain/{n}"),
+        "ns",
+        &drain,
+        Some((&naive_name, &naive)),
+    );
+    bench.report(
+        &format!("sync/drain vs floor/{n}"),
+        "ns",
+        &drain,
+        Some((&floor_name, &floor)),
+    );
+
+    let timeout_runner = rt.block_on(async {
+        Runner::builder()
+            .task_timeout(Duration::from_secs(60))
+            .build()
+    });
+    let sample = bench.time(n, || {
+        rt.block_on(async {
+            let queue = TaskQueue::new();
+            for _ in 0..n {
+                queue.add_task(noop_sync, ());
+            }
+            timeout_runner.spawn(queue).await;
+        });
+    });
+    bench.report(
+        &format!("sync/runner+timeout/{n}"),
+        "ns",
+        &sample,
+        Some((&naive_name, &naive)),
+    );
+}
+
+/// Allocations per task, counted rather than timed.
+fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
+    if !bench.wants("alloc/") {
+        return;
+    }
+    const N: usize = 1000;
+    let per_task = |count: usize| Sample::new(vec![count as f64 / N as f64]);
+    let (_, floor) = allocations(|| {
+        let mut tasks: Vec<BoxFn> = Vec::with_capacity(N);
+        for i in 0..N as u64 {
+            tasks.push(Box::new(move || noop_sync1(i)));
+        }
+        black_box(tasks)
+    });
+    let floor = per_task(floor);
+    let floor_name = "alloc/floor: Box<dyn FnOnce> per task";
+    bench.report(floor_name, "allocs", &floor, None);
+    let count_enqueue = |add: &dyn Fn(&TaskQueue, u64)| {
+        let queue = TaskQueue::new();
+        // Grow the queue's buffer first: that is not a per-task cost.
+        for i in 0..N as u64 {
+            add(&queue, i);
+        }
+        run_untimed(&queue);
+        let (_, count) = allocations(|| {
+            for i in 0..N as u64 {
+                add(&queue, i);
+            }
+        });
+        run_untimed(&queue);
+        per_task(count)
+    };
+    let cases: [(&str, Sample); 3] = [
+        ("args0", count_enqueue(&|q, _| q.add_task(noop_sync, ()))),
+        ("args1", count_enqueue(&|q, i| q.add_task(noop_sync1, (i,)))),
+        (
+            "args3",
+            count_enqueue(&|q, i| q.add_task(noop_sync3, (i, i, i))),
+        ),
+    ];
+    for (name, sample) in cases {
+        bench.report(
+            &format!("alloc/enqueue {name} per task"),
+            "allocs",
+            &sample,
+            Some((floor_name, &floor)),
+        );
+    }
+    for (kind, add) in [
+        (
+            "async",
+            (|q: &TaskQueue| q.add_task(noop_async, ())) as fn(&TaskQueue),
+        ),
+        ("sync", |q: &TaskQueue| q.add_task(noop_sync, ())),
+    ] {
+        let queue = TaskQueue::new();
+        for _ in 0..N {
+            add(&queue);
+        }
+        let (_, count) = allocations(|| rt.block_on(queue.drain()));
+        bench.report(
+            &format!("alloc/drain {kind} per task"),
+            "allocs",
+            &per_task(count),
+            Some((floor_name, &floor)),
+        );
+    }
+}
+
+/// Times `op`, which measures its own duration for `n` operations.
+fn timed(bench: &Bench, n: usize, mut op: impl FnMut() -> Duration) -> Sample {
+    let samples = if bench.quick { 7 } else { 21 };
+    let mut values = Vec::with_capacity(samples);
+    // Enough rounds per sample that n = 1 is not all timer noise.
+    let rounds = (10_000 / n).max(1);
+    for _ in 0..rounds {
+        op();
+    }
+    for _ in 0..samples {
+        let mut total = Duration::ZERO;
+        for _ in 0..rounds {
+            total += op();
+        }
+        values.push(total.as_nanos() as f64 / (rounds * n) as f64);
+    }
+    Sample::new(values)
+}
+
+/// Runs a queue's tasks outside the timed part.
+fn run_untimed(queue: &TaskQueue) {
+    thread_local! {
+        static RT: Runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    }
+    RT.with(|rt| rt.block_on(queue.drain()));
+}
+
+/// Runs `f` with a `tracing` subscriber that formats every enabled event and
+/// span (at INFO) into a sink, as a service with logging on would.
+fn with_subscriber<R>(f: impl FnOnce() -> R) -> R {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f)
+}

@@ -47,7 +47,7 @@ fn main() {
 
 /// Times only the `add_task` calls of `n` tasks, not making or dropping the
 /// queue.
-fn time_enqueue(bench: &Bench, n: usize, add: impl Fn(&TaskQueue, u64)) -> Sample {
+fn time_enqueue(bench: &Bench, n: usize, add: &dyn Fn(&TaskQueue, u64)) -> Sample {
     timed(bench, n, || {
         let queue = TaskQueue::new();
         let start = Instant::now();
@@ -62,7 +62,8 @@ fn time_enqueue(bench: &Bench, n: usize, add: impl Fn(&TaskQueue, u64)) -> Sampl
 }
 
 fn enqueue(bench: &mut Bench, n: usize) {
-    if !bench.wants("enqueue/") {
+    let names = ["args0", "args1", "args3"].map(|case| format!("enqueue/{case}/{n}"));
+    if !bench.wants_any(names.iter().map(String::as_str)) {
         return;
     }
     let floor = timed(bench, n, || {
@@ -77,32 +78,23 @@ fn enqueue(bench: &mut Bench, n: usize) {
     });
     let floor_name = format!("enqueue/floor: Vec<Box<dyn FnOnce>>/{n}");
     bench.report(&floor_name, "ns", &floor, None);
-    let cases: [(&str, Sample); 3] = [
-        (
-            "args0",
-            time_enqueue(bench, n, |q, _| q.add_task(noop_sync, ())),
-        ),
-        (
-            "args1",
-            time_enqueue(bench, n, |q, i| q.add_task(noop_sync1, (i,))),
-        ),
-        (
-            "args3",
-            time_enqueue(bench, n, |q, i| q.add_task(noop_sync3, (i, i, i))),
-        ),
+    let adders: [&dyn Fn(&TaskQueue, u64); 3] = [
+        &|q, _| q.add_task(noop_sync, ()),
+        &|q, i| q.add_task(noop_sync1, (i,)),
+        &|q, i| q.add_task(noop_sync3, (i, i, i)),
     ];
-    for (name, sample) in cases {
-        bench.report(
-            &format!("enqueue/{name}/{n}"),
-            "ns",
-            &sample,
-            Some((&floor_name, &floor)),
-        );
+    for (name, add) in names.iter().zip(adders) {
+        if bench.wants(name) {
+            let sample = time_enqueue(bench, n, add);
+            bench.report(name, "ns", &sample, Some((&floor_name, &floor)));
+        }
     }
 }
 
 fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
-    if !bench.wants("async/") {
+    let names = ["drain", "drain+tracing", "runner", "runner+timeout"]
+        .map(|case| format!("async/{case}/{n}"));
+    if !bench.wants_any(names.iter().map(String::as_str)) {
         return;
     }
     let floor = bench.time(n, || {
@@ -120,19 +112,8 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     bench.report(&floor_name, "ns", &floor, None);
     let baseline = Some((floor_name.as_str(), &floor));
 
-    let drain = bench.time(n, || {
-        rt.block_on(async {
-            let queue = TaskQueue::new();
-            for _ in 0..n {
-                queue.add_task(noop_async, ());
-            }
-            queue.drain().await;
-        });
-    });
-    bench.report(&format!("async/drain/{n}"), "ns", &drain, baseline);
-
-    let traced = with_subscriber(|| {
-        bench.time(n, || {
+    if bench.wants(&names[0]) {
+        let drain = bench.time(n, || {
             rt.block_on(async {
                 let queue = TaskQueue::new();
                 for _ in 0..n {
@@ -140,9 +121,24 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
                 }
                 queue.drain().await;
             });
-        })
-    });
-    bench.report(&format!("async/drain+tracing/{n}"), "ns", &traced, baseline);
+        });
+        bench.report(&names[0], "ns", &drain, baseline);
+    }
+
+    if bench.wants(&names[1]) {
+        let traced = with_subscriber(|| {
+            bench.time(n, || {
+                rt.block_on(async {
+                    let queue = TaskQueue::new();
+                    for _ in 0..n {
+                        queue.add_task(noop_async, ());
+                    }
+                    queue.drain().await;
+                });
+            })
+        });
+        bench.report(&names[1], "ns", &traced, baseline);
+    }
 
     let runner = rt.block_on(async { Runner::new() });
     let timeout_runner = rt.block_on(async {
@@ -150,7 +146,10 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
             .task_timeout(Duration::from_secs(60))
             .build()
     });
-    for (name, runner) in [("runner", &runner), ("runner+timeout", &timeout_runner)] {
+    for (name, runner) in [(&names[2], &runner), (&names[3], &timeout_runner)] {
+        if !bench.wants(name) {
+            continue;
+        }
         let sample = bench.time(n, || {
             rt.block_on(async {
                 let queue = TaskQueue::new();
@@ -160,12 +159,14 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
                 runner.spawn(queue).await;
             });
         });
-        bench.report(&format!("async/{name}/{n}"), "ns", &sample, baseline);
+        bench.report(name, "ns", &sample, baseline);
     }
 }
 
 fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
-    if !bench.wants("sync/") {
+    let drain_name = format!("sync/drain/{n}");
+    let runner_name = format!("sync/runner+timeout/{n}");
+    if !bench.wants_any([drain_name.as_str(), runner_name.as_str()]) {
         return;
     }
     let floor = bench.time(n, || {
@@ -194,28 +195,32 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     let naive_name = format!("sync/naive: spawn_blocking each/{n}");
     bench.report(&naive_name, "ns", &naive, Some((&floor_name, &floor)));
 
-    let drain = bench.time(n, || {
-        rt.block_on(async {
-            let queue = TaskQueue::new();
-            for _ in 0..n {
-                queue.add_task(noop_sync, ());
-            }
-            queue.drain().await;
+    if bench.wants(&drain_name) {
+        let drain = bench.time(n, || {
+            rt.block_on(async {
+                let queue = TaskQueue::new();
+                for _ in 0..n {
+                    queue.add_task(noop_sync, ());
+                }
+                queue.drain().await;
+            });
         });
-    });
-    bench.report(
-        &format!("sync/drain/{n}"),
-        "ns",
-        &drain,
-        Some((&naive_name, &naive)),
-    );
-    bench.report(
-        &format!("sync/drain vs floor/{n}"),
-        "ns",
-        &drain,
-        Some((&floor_name, &floor)),
-    );
-
+        bench.report(
+            &format!("sync/drain/{n}"),
+            "ns",
+            &drain,
+            Some((&naive_name, &naive)),
+        );
+        bench.report(
+            &format!("sync/drain vs floor/{n}"),
+            "ns",
+            &drain,
+            Some((&floor_name, &floor)),
+        );
+    }
+    if !bench.wants(&runner_name) {
+        return;
+    }
     let timeout_runner = rt.block_on(async {
         Runner::builder()
             .task_timeout(Duration::from_secs(60))
@@ -240,7 +245,7 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
 
 /// Allocations per task, counted rather than timed.
 fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
-    if !bench.wants("alloc/") {
+    if !bench.wants_any(["alloc/enqueue", "alloc/drain"]) {
         return;
     }
     const N: usize = 1000;

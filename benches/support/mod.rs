@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench                          # every case
-//! cargo bench -- sync_drain            # cases whose name contains this
+//! cargo bench -- sync/drain/10         # one case (and its baseline)
+//! cargo bench -- drain                 # every case with that path segment
 //! cargo bench -- --quick               # fewer samples (the default when CI is set)
 //! cargo bench -- --json results.jsonl  # also one JSON object per case
 //! ```
@@ -53,6 +54,16 @@ impl Sample {
         );
         (hi - lo) / 2.0 / self.median().max(f64::MIN_POSITIVE)
     }
+}
+
+fn matches(name: &str, filter: &str) -> bool {
+    if !name.contains('/') {
+        return name.contains(filter);
+    }
+    let name: Vec<&str> = name.split('/').collect();
+    let filter: Vec<&str> = filter.trim_matches('/').split('/').collect();
+    name.windows(filter.len())
+        .any(|window| window == filter.as_slice())
 }
 
 /// The `p`th percentile of sorted values, by nearest rank.
@@ -106,14 +117,19 @@ impl Bench {
         }
     }
 
-    /// Whether a case (or a group whose cases all start with `name`) is
-    /// selected by the command line.
+    /// Whether the command line selects the case `name`. Names are paths
+    /// such as `sync/drain/10`; a filter selects a case when its segments
+    /// appear, whole and in a row, in the name: `sync/drain/10` selects just
+    /// that case, `sync` every sync case, `drain/10` the drains of 10 tasks.
+    /// Names without a `/` match any part of the text.
     pub fn wants(&self, name: &str) -> bool {
-        self.filters.is_empty()
-            || self
-                .filters
-                .iter()
-                .any(|f| name.contains(f.as_str()) || f.contains(name))
+        self.filters.is_empty() || self.filters.iter().any(|f| matches(name, f))
+    }
+
+    /// Whether any of `names` is selected; a group measures its baseline
+    /// only then.
+    pub fn wants_any<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        names.into_iter().any(|name| self.wants(name))
     }
 
     /// Times `op` (which performs `per_call` operations) until one sample

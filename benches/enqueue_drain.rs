@@ -20,6 +20,10 @@ const SIZES: [usize; 4] = [1, 10, 100, 10_000];
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type BoxFn = Box<dyn FnOnce() + Send>;
+/// Queues task number `i`.
+type Adder = dyn Fn(&TaskQueue, u64);
+/// Queues task number `i`.
+type Adder = dyn Fn(&TaskQueue, u64);
 
 fn noop_sync() {}
 fn noop_sync1(a: u64) {
@@ -31,7 +35,8 @@ fn noop_sync3(a: u64, b: u64, c: u64) {
 async fn noop_async() {}
 
 fn main() {
-    let mut bench = Bench::from_args("enqueue_drain: per task");
+    let mut bench =
+        Bench::from_args("enqueue_drain: per task, 21 samples per case (7 with --quick)");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -47,7 +52,7 @@ fn main() {
 
 /// Times only the `add_task` calls of `n` tasks, not making or dropping the
 /// queue.
-fn time_enqueue(bench: &Bench, n: usize, add: &dyn Fn(&TaskQueue, u64)) -> Sample {
+fn time_enqueue(bench: &Bench, n: usize, add: &Adder) -> Sample {
     timed(bench, n, || {
         let queue = TaskQueue::new();
         let start = Instant::now();
@@ -78,7 +83,7 @@ fn enqueue(bench: &mut Bench, n: usize) {
     });
     let floor_name = format!("enqueue/floor: Vec<Box<dyn FnOnce>>/{n}");
     bench.report(&floor_name, "ns", &floor, None);
-    let adders: [&dyn Fn(&TaskQueue, u64); 3] = [
+    let adders: [&Adder; 3] = [
         &|q, _| q.add_task(noop_sync, ()),
         &|q, i| q.add_task(noop_sync1, (i,)),
         &|q, i| q.add_task(noop_sync3, (i, i, i)),

@@ -211,10 +211,9 @@ impl Bench {
     pub fn finish(self) {
         println!();
         println!(
-            "## {} ({} samples per case{})",
+            "## {}{}",
             self.title,
-            if self.quick { 7 } else { 21 },
-            if self.quick { ", quick" } else { "" }
+            if self.quick { " (quick)" } else { "" }
         );
         println!();
         println!("| case | median | spread | baseline | ratio |");

@@ -22,8 +22,6 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type BoxFn = Box<dyn FnOnce() + Send>;
 /// Queues task number `i`.
 type Adder = dyn Fn(&TaskQueue, u64);
-/// Queues task number `i`.
-type Adder = dyn Fn(&TaskQueue, u64);
 
 fn noop_sync() {}
 fn noop_sync1(a: u64) {

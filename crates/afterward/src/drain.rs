@@ -247,9 +247,6 @@ impl Drain {
     async fn acquire(&mut self) {
         loop {
             let mut released = pin!(self.queue.released().notified());
-            // Registered before the check, so a release between the check and
-            // the `.await` is not missed.
-            released.as_mut().enable();
             {
                 let mut state = self.queue.lock();
                 if state.holders == 0 {
@@ -261,6 +258,10 @@ impl Drain {
                     self.holding = true;
                     return;
                 }
+                // Registered while the state is locked: `release` needs this
+                // lock before it notifies, so its wake-up cannot be missed.
+                // An idle queue, the usual case, never touches the `Notify`.
+                released.as_mut().enable();
             }
             released.await;
         }

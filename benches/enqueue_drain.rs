@@ -168,8 +168,13 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
 
 fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     let drain_name = format!("sync/drain/{n}");
+    let traced_name = format!("sync/drain+tracing/{n}");
     let runner_name = format!("sync/runner+timeout/{n}");
-    if !bench.wants_any([drain_name.as_str(), runner_name.as_str()]) {
+    if !bench.wants_any([
+        drain_name.as_str(),
+        traced_name.as_str(),
+        runner_name.as_str(),
+    ]) {
         return;
     }
     let floor = bench.time(n, || {
@@ -220,6 +225,20 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
             &drain,
             Some((&floor_name, &floor)),
         );
+    }
+    if bench.wants(&traced_name) {
+        let traced = with_subscriber(|| {
+            bench.time(n, || {
+                rt.block_on(async {
+                    let queue = TaskQueue::new();
+                    for _ in 0..n {
+                        queue.add_task(noop_sync, ());
+                    }
+                    queue.drain().await;
+                });
+            })
+        });
+        bench.report(&traced_name, "ns", &traced, Some((&naive_name, &naive)));
     }
     if !bench.wants(&runner_name) {
         return;

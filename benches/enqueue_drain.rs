@@ -117,13 +117,7 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
 
     if bench.wants(&names[0]) {
         let drain = bench.time(n, || {
-            rt.block_on(async {
-                let queue = TaskQueue::new();
-                for _ in 0..n {
-                    queue.add_task(noop_async, ());
-                }
-                queue.drain().await;
-            });
+            queue_and_drain(rt, n, add_async);
         });
         bench.report(&names[0], "ns", &drain, baseline);
     }
@@ -131,13 +125,7 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     if bench.wants(&names[1]) {
         let traced = with_subscriber(|| {
             bench.time(n, || {
-                rt.block_on(async {
-                    let queue = TaskQueue::new();
-                    for _ in 0..n {
-                        queue.add_task(noop_async, ());
-                    }
-                    queue.drain().await;
-                });
+                queue_and_drain(rt, n, add_async);
             })
         });
         bench.report(&names[1], "ns", &traced, baseline);
@@ -154,13 +142,7 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
             continue;
         }
         let sample = bench.time(n, || {
-            rt.block_on(async {
-                let queue = TaskQueue::new();
-                for _ in 0..n {
-                    queue.add_task(noop_async, ());
-                }
-                runner.spawn(queue).await;
-            });
+            queue_and_spawn(rt, runner, n, add_async);
         });
         bench.report(name, "ns", &sample, baseline);
     }
@@ -205,13 +187,7 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
 
     if bench.wants(&drain_name) {
         let drain = bench.time(n, || {
-            rt.block_on(async {
-                let queue = TaskQueue::new();
-                for _ in 0..n {
-                    queue.add_task(noop_sync, ());
-                }
-                queue.drain().await;
-            });
+            queue_and_drain(rt, n, add_sync);
         });
         bench.report(
             &format!("sync/drain/{n}"),
@@ -229,13 +205,7 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     if bench.wants(&traced_name) {
         let traced = with_subscriber(|| {
             bench.time(n, || {
-                rt.block_on(async {
-                    let queue = TaskQueue::new();
-                    for _ in 0..n {
-                        queue.add_task(noop_sync, ());
-                    }
-                    queue.drain().await;
-                });
+                queue_and_drain(rt, n, add_sync);
             })
         });
         bench.report(&traced_name, "ns", &traced, Some((&naive_name, &naive)));
@@ -249,13 +219,7 @@ fn sync_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
             .build()
     });
     let sample = bench.time(n, || {
-        rt.block_on(async {
-            let queue = TaskQueue::new();
-            for _ in 0..n {
-                queue.add_task(noop_sync, ());
-            }
-            timeout_runner.spawn(queue).await;
-        });
+        queue_and_spawn(rt, &timeout_runner, n, add_sync);
     });
     bench.report(
         &format!("sync/runner+timeout/{n}"),
@@ -313,13 +277,7 @@ fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
             Some((floor_name, &floor)),
         );
     }
-    for (kind, add) in [
-        (
-            "async",
-            (|q: &TaskQueue| q.add_task(noop_async, ())) as fn(&TaskQueue),
-        ),
-        ("sync", |q: &TaskQueue| q.add_task(noop_sync, ())),
-    ] {
+    for (kind, add) in [("async", add_async as fn(&TaskQueue)), ("sync", add_sync)] {
         let queue = TaskQueue::new();
         for _ in 0..N {
             add(&queue);
@@ -332,6 +290,36 @@ fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
             Some((floor_name, &floor)),
         );
     }
+}
+
+fn add_async(queue: &TaskQueue) {
+    queue.add_task(noop_async, ());
+}
+
+fn add_sync(queue: &TaskQueue) {
+    queue.add_task(noop_sync, ());
+}
+
+/// Queues `n` tasks with `add`, then drains them on `rt`.
+fn queue_and_drain(rt: &Runtime, n: usize, add: fn(&TaskQueue)) {
+    rt.block_on(async {
+        let queue = TaskQueue::new();
+        for _ in 0..n {
+            add(&queue);
+        }
+        queue.drain().await;
+    });
+}
+
+/// Queues `n` tasks with `add`, then has `runner` drain them.
+fn queue_and_spawn(rt: &Runtime, runner: &Runner, n: usize, add: fn(&TaskQueue)) {
+    rt.block_on(async {
+        let queue = TaskQueue::new();
+        for _ in 0..n {
+            add(&queue);
+        }
+        runner.spawn(queue).await;
+    });
 }
 
 /// Times `op`, which measures its own duration for `n` operations.

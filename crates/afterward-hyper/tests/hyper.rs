@@ -232,10 +232,7 @@ async fn no_task_starts_before_the_last_chunk_of_a_large_stream() {
     const CHUNK: usize = 4096;
     const CHUNKS: usize = 256;
     for proto in BOTH {
-        let runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
-        let (sender, e) = (probes.sender(), events.clone());
+        let (runner, mut probes, events, sender, e) = fixture();
         let addr = start(&runner, DisconnectPolicy::Skip, move |_req, queue| {
             record_task(&queue, &e, "after", sender.probe("after"));
             let chunks = (0..CHUNKS)
@@ -285,10 +282,7 @@ async fn no_task_starts_before_the_last_chunk_of_a_large_stream() {
 async fn a_client_that_leaves_mid_body_gets_the_disconnect_policy() {
     for proto in BOTH {
         for policy in [DisconnectPolicy::Run, DisconnectPolicy::Skip] {
-            let runner = Runner::new();
-            let mut probes = Probes::new();
-            let events = Events::default();
-            let (sender, e) = (probes.sender(), events.clone());
+            let (runner, mut probes, events, sender, e) = fixture();
             let addr = start(&runner, policy, move |_req, queue| {
                 record_task(&queue, &e, "cut", sender.probe("cut"));
                 let chunks = vec![Bytes::from_static(b"first chunk")];
@@ -328,10 +322,7 @@ async fn a_client_that_leaves_mid_body_gets_the_disconnect_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_skips_its_tasks() {
     for proto in BOTH {
-        let runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
-        let (sender, e) = (probes.sender(), events.clone());
+        let (runner, mut probes, events, sender, e) = fixture();
         let addr = start(&runner, DisconnectPolicy::Run, move |_req, queue| {
             record_task(&queue, &e, "doomed", sender.probe("doomed"));
             Err("the handler failed".into())
@@ -351,11 +342,8 @@ async fn a_failing_handler_skips_its_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_during_the_handler_skips_its_tasks() {
     for proto in BOTH {
-        let runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
+        let (runner, mut probes, events, sender, e) = fixture();
         let (in_handler_tx, mut in_handler_rx) = mpsc::unbounded_channel::<()>();
-        let (sender, e) = (probes.sender(), events.clone());
         let handler = move |req: Request<Incoming>| {
             let queue = queue_of(&req);
             record_task(&queue, &e, "orphan", sender.probe("orphan"));
@@ -387,10 +375,7 @@ async fn a_client_that_leaves_during_the_handler_skips_its_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_queue_runs_after_the_request_queue() {
     for proto in BOTH {
-        let runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
-        let (sender, e) = (probes.sender(), events.clone());
+        let (runner, mut probes, events, sender, e) = fixture();
         let addr = start(&runner, DisconnectPolicy::Skip, move |_req, queue| {
             let response_queue = TaskQueue::new();
             record_task(&response_queue, &e, "response 1", sender.probe("r1"));
@@ -424,10 +409,7 @@ async fn a_response_queue_runs_after_the_request_queue() {
 /// The request's own queue put back on the response is not run twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_queue_returned_on_the_response_runs_once() {
-    let runner = Runner::new();
-    let mut probes = Probes::new();
-    let events = Events::default();
-    let (sender, e) = (probes.sender(), events.clone());
+    let (runner, mut probes, events, sender, e) = fixture();
     let addr = start(&runner, DisconnectPolicy::Skip, move |_req, queue| {
         record_task(&queue, &e, "once", sender.probe("once"));
         let mut response = Response::new(boxed(Full::new(Bytes::from_static(b"ok"))));
@@ -447,11 +429,8 @@ async fn the_request_queue_returned_on_the_response_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacked_services_run_tasks_exactly_once() {
     for proto in BOTH {
-        let runner = Runner::new();
+        let (runner, mut probes, events, sender, e) = fixture();
         let inner_runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
-        let (sender, e) = (probes.sender(), events.clone());
         let handler = move |req: Request<Incoming>| {
             record_task(&queue_of(&req), &e, "stacked", sender.probe("stacked"));
             async { Ok::<_, BoxError>(Response::new(boxed(Full::new(Bytes::from_static(b"ok"))))) }
@@ -523,10 +502,7 @@ async fn panicking_and_failing_tasks_leave_the_connection_alone() {
         Err("webhook returned 500".into())
     }
     for proto in BOTH {
-        let runner = Runner::new();
-        let mut probes = Probes::new();
-        let events = Events::default();
-        let (sender, e) = (probes.sender(), events.clone());
+        let (runner, mut probes, events, sender, e) = fixture();
         let addr = start(&runner, DisconnectPolicy::Run, move |_req, queue| {
             queue.add_task(explode, ());
             queue.add_task(fail, ());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use afterward::{Runner, TaskQueue};
+use afterward::TaskQueue;
 use afterward_hyper::{DisconnectPolicy, TaskLayer};
 use axum::extract::Path;
 use axum::routing::get;
@@ -25,10 +25,7 @@ async fn serve_axum(app: Router) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_axum_handler_queues_tasks_through_the_extension() {
-    let runner = Runner::new();
-    let mut probes = Probes::new();
-    let events = Events::default();
-    let (sender, e) = (probes.sender(), events.clone());
+    let (runner, mut probes, events, sender, e) = fixture();
     let register = move |Path(user): Path<String>, Extension(tasks): Extension<TaskQueue>| {
         let (sender, e) = (sender.clone(), e.clone());
         async move {
@@ -72,10 +69,7 @@ async fn an_axum_handler_queues_tasks_through_the_extension() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_stacked_twice_in_axum_runs_tasks_once() {
-    let runner = Runner::new();
-    let mut probes = Probes::new();
-    let events = Events::default();
-    let (sender, e) = (probes.sender(), events.clone());
+    let (runner, mut probes, events, sender, e) = fixture();
     let handler = move |Extension(tasks): Extension<TaskQueue>| {
         record_task(&tasks, &e, "once", sender.probe("once"));
         async { "ok" }
@@ -95,10 +89,7 @@ async fn the_layer_stacked_twice_in_axum_runs_tasks_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_works_in_a_tower_service_builder() {
-    let runner = Runner::new();
-    let mut probes = Probes::new();
-    let events = Events::default();
-    let (sender, e) = (probes.sender(), events.clone());
+    let (runner, mut probes, events, sender, e) = fixture();
     let service = ServiceBuilder::new()
         .layer(TaskLayer::new(runner.clone()).on_disconnect(DisconnectPolicy::Skip))
         .service_fn(move |req: Request<Incoming>| {

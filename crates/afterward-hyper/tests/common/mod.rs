@@ -234,6 +234,22 @@ impl ProbeSender {
     }
 }
 
+/// What most tests start with: a runner, the probes the test waits on, the
+/// events it checks, and a probe sender and events handle to move into the
+/// handler.
+pub fn fixture() -> (afterward::Runner, Probes, Events, ProbeSender, Events) {
+    let probes = Probes::new();
+    let events = Events::default();
+    let (sender, handler_events) = (probes.sender(), events.clone());
+    (
+        afterward::Runner::new(),
+        probes,
+        events,
+        sender,
+        handler_events,
+    )
+}
+
 /// Queues a task that records `id` in `events` and settles `probe`.
 pub fn record_task(queue: &TaskQueue, events: &Events, id: &'static str, probe: Probe) {
     let events = events.clone();

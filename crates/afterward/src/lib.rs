@@ -84,10 +84,14 @@
 
 mod drain;
 mod queue;
+mod quiet;
+mod report;
 mod runner;
+mod stats;
 mod task;
 
-pub use crate::drain::{DrainReport, FailurePolicy};
 pub use crate::queue::TaskQueue;
-pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport, Stats};
+pub use crate::report::{DrainReport, FailurePolicy};
+pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport};
+pub use crate::stats::Stats;
 pub use crate::task::{TaskFn, TaskOutput, TaskResult};

@@ -1,12 +1,16 @@
-use std::collections::VecDeque;
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+//! `TaskQueue`: the per-request queue users add tasks to.
 
-use tokio::sync::Notify;
+mod state;
+
+use std::fmt;
+use std::sync::Arc;
+
 use tracing::Span;
 
-use crate::drain::{Ctx, Drain, DrainReport};
-use crate::task::{self, Job, TaskFn, TaskName};
+pub(crate) use self::state::{Fate, Host, Inner, Registration, State, Task, TaskNames};
+use crate::drain::{Ctx, Drain};
+use crate::report::{DrainReport, Kind};
+use crate::task::{self, TaskFn, TaskName};
 
 /// A per-request queue of background tasks.
 ///
@@ -49,60 +53,30 @@ use crate::task::{self, Job, TaskFn, TaskName};
 /// assert!(queue.is_empty());
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TaskQueue {
     inner: Arc<Inner>,
 }
 
-/// One queued task and what is needed to report on it.
-pub(crate) struct Task {
-    pub(crate) name: TaskName,
-    /// 1-based position in the queue, in insertion order.
-    pub(crate) position: usize,
-    /// The span that was current when the task was added.
-    pub(crate) parent: Span,
-    pub(crate) job: Job,
-}
-
-#[derive(Default)]
-pub(crate) struct Inner {
-    state: Mutex<State>,
-    /// Woken when the last holder of the drain lock lets go.
-    released: Notify,
-}
-
-/// Everything behind the queue's mutex.
-///
-/// Besides the tasks, it holds the bookkeeping of the drain that currently
-/// owns the queue. Drains of one queue are mutually exclusive (see
-/// `holders`), so one slot is enough, and a sync batch running on the
-/// blocking pool can reach it without an allocation of its own.
-#[derive(Default)]
-pub(crate) struct State {
-    pub(crate) tasks: VecDeque<Task>,
-    /// Tasks ever added; gives each task its position.
-    added: usize,
-    /// How many parties hold the drain lock: the drain itself and any sync
-    /// batch it sent to the blocking pool. A batch may outlive a cancelled
-    /// drain, and the next drain must wait for it.
-    pub(crate) holders: usize,
-    /// The task being run now, if any. Whoever takes it out (the code that
-    /// saw the task finish, or the code that abandons it) is the one that
-    /// counts it: this is what makes counting exactly-once.
-    pub(crate) in_flight: Option<(TaskName, usize)>,
-    /// Set when the current drain was cancelled: a sync batch still running
-    /// must not start another task.
-    pub(crate) cancelled: bool,
-    /// Set when a task of the current drain failed, for `StopQueue`.
-    pub(crate) failed: bool,
-    /// The current drain's report so far.
-    pub(crate) report: DrainReport,
+impl Default for TaskQueue {
+    fn default() -> TaskQueue {
+        TaskQueue::new()
+    }
 }
 
 impl TaskQueue {
     /// Creates an empty queue.
     pub fn new() -> TaskQueue {
-        TaskQueue::default()
+        TaskQueue {
+            inner: Arc::new(Inner::new(None)),
+        }
+    }
+
+    /// A queue that belongs to a runner from the start (`Runner::new_queue`).
+    pub(crate) fn owned_by(owner: Arc<dyn Host>) -> TaskQueue {
+        TaskQueue {
+            inner: Arc::new(Inner::new(Some(owner))),
+        }
     }
 
     /// Queues `func` to be called with `args` after the response.
@@ -129,6 +103,17 @@ impl TaskQueue {
     ///
     /// The task runs inside a `tracing` span that is a child of the span
     /// current here, so its logs line up with the request that queued it.
+    ///
+    /// # After the hand-off
+    ///
+    /// A queue may be cloned into work that outlives the handler, and get
+    /// tasks after it was handed to a [`Runner`](crate::Runner). Such a task
+    /// is never lost: it is counted received at once, and runs after every
+    /// task added before it, in the drain that has the queue or, if that
+    /// drain has finished, in a new one. Once the runner has shut down it is
+    /// refused instead (counted `rejected` and logged with its name). A task
+    /// added to a queue that was handed to [`Runner::skip`](crate::Runner::skip)
+    /// is counted `skipped`.
     ///
     /// # Examples
     ///
@@ -200,15 +185,12 @@ impl TaskQueue {
         } else {
             Span::none()
         };
-        let mut state = self.inner.lock();
-        state.added += 1;
-        let position = state.added;
-        state.tasks.push_back(Task {
+        self.arrive(std::iter::once(Task {
             name,
-            position,
+            position: 0,
             parent,
             job,
-        });
+        }));
     }
 
     /// Moves every task of `other` to the end of this queue, keeping their
@@ -243,15 +225,80 @@ impl TaskQueue {
             return;
         }
         // Taken out first so that the two locks are never held together.
-        let moved = std::mem::take(&mut other.inner.lock().tasks);
-        if moved.is_empty() {
-            return;
+        let moved = {
+            let mut other = other.inner.lock();
+            if other.fate != Fate::Open {
+                // Its tasks were counted by the runner it was handed to,
+                // which will run or settle them.
+                return;
+            }
+            std::mem::take(&mut other.tasks)
+        };
+        if !moved.is_empty() {
+            self.arrive(moved);
         }
+    }
+
+    /// Where every task enters the queue. What happens next depends on the
+    /// queue's fate: a queue not handed off keeps it (and a queue made for a
+    /// runner tells the runner it has tasks); a queue handed off to run
+    /// counts it received and, if no drain has the queue, starts one; a
+    /// queue handed off to skip counts it skipped.
+    fn arrive(&self, tasks: impl IntoIterator<Item = Task>) {
         let mut state = self.inner.lock();
-        for mut task in moved {
+        let skipping = state.fate == Fate::Skip;
+        let mut skipped = Vec::new();
+        let mut arrived = 0;
+        for mut task in tasks {
             state.added += 1;
             task.position = state.added;
-            state.tasks.push_back(task);
+            arrived += 1;
+            if skipping {
+                skipped.push(task);
+            } else {
+                state.tasks.push_back(task);
+            }
+        }
+        let State {
+            owner,
+            fate,
+            registration,
+            ..
+        } = &mut *state;
+        let Some(owner) = owner else {
+            return;
+        };
+        match *fate {
+            Fate::Open => {
+                if *registration == Registration::No {
+                    *registration = match owner.register(Arc::downgrade(&self.inner)) {
+                        Some(key) => Registration::Key(key),
+                        None => Registration::Refused,
+                    };
+                }
+            }
+            Fate::Run { scheduled } => {
+                owner.counters().received(arrived);
+                if !scheduled {
+                    *fate = Fate::Run { scheduled: true };
+                    let owner = owner.clone();
+                    drop(state);
+                    owner.schedule(self.inner.clone());
+                }
+            }
+            Fate::Skip => {
+                owner.counters().received_and(Kind::Skipped, arrived);
+                drop(state);
+                for task in skipped {
+                    tracing::warn!(
+                        parent: &task.parent,
+                        task = task.name.short(),
+                        position = task.position,
+                        "background task skipped: it was added after its queue was skipped"
+                    );
+                    task.discard();
+                }
+            }
         }
     }
 
@@ -279,6 +326,12 @@ impl TaskQueue {
     ///
     /// Must be awaited inside a tokio runtime, since sync tasks go to its
     /// blocking pool. In a server, prefer [`Runner::spawn`](crate::Runner::spawn).
+    ///
+    /// A task must not await `drain()` of its own queue: that drain waits
+    /// for the one running the task, which waits for the task, so neither
+    /// ever ends. Under a runner with a
+    /// [`task_timeout`](crate::RunnerBuilder::task_timeout) the task is cut
+    /// off at the timeout; without one, the queue is stuck for good.
     ///
     /// # Cancel safety
     ///
@@ -308,25 +361,8 @@ impl TaskQueue {
         drain.close()
     }
 
-    pub(crate) fn take_all(&self) -> VecDeque<Task> {
-        std::mem::take(&mut self.inner.lock().tasks)
-    }
-
     pub(crate) fn into_inner(self) -> Arc<Inner> {
         self.inner
-    }
-}
-
-impl Inner {
-    /// Locks the state. Nothing user-written runs under this lock, but a
-    /// poisoned lock must not turn into a panic inside a `Drop`, so poison is
-    /// ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn released(&self) -> &Notify {
-        &self.released
     }
 }
 
@@ -337,32 +373,5 @@ impl fmt::Debug for TaskQueue {
             .field("len", &state.tasks.len())
             .field("tasks", &TaskNames(&state.tasks))
             .finish()
-    }
-}
-
-struct TaskNames<'a>(&'a VecDeque<Task>);
-
-impl fmt::Debug for TaskNames<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|task| task.name.short()))
-            .finish()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if state.tasks.is_empty() {
-            return;
-        }
-        // The last handle is gone and nobody will drain these tasks. They were
-        // never handed to a runner, so no runner counts them, but they must
-        // not vanish without a word.
-        tracing::error!(
-            count = state.tasks.len(),
-            tasks = ?TaskNames(&state.tasks),
-            "task queue dropped with tasks that were never run"
-        );
     }
 }

@@ -1,0 +1,102 @@
+//! Sync batches: runs of consecutive sync tasks, sent to the blocking pool
+//! in one trip.
+
+use std::sync::Arc;
+
+use tracing::{Dispatch, Span};
+
+use super::run::{Ran, run_sync, task_span};
+use super::{Ctx, release};
+use crate::queue::{Inner, Task};
+use crate::report::{FailurePolicy, Kind};
+use crate::task::{Job, TaskName};
+
+/// A run of consecutive sync tasks, sent to the blocking pool in one trip.
+///
+/// It takes tasks from the front of the queue for as long as they are sync,
+/// so a request with several blocking tasks pays for one `spawn_blocking`,
+/// not one each. It holds the queue's drain lock until it ends, even if the
+/// drain that sent it was cancelled meanwhile.
+pub(super) struct Batch {
+    pub(super) queue: Arc<Inner>,
+    pub(super) ctx: Ctx,
+    /// The subscriber of the drain, so the tasks' logs reach the same place
+    /// even when it was set with `tracing::subscriber::with_default`.
+    pub(super) dispatch: Dispatch,
+}
+
+impl Batch {
+    pub(super) fn run(self) {
+        tracing::dispatcher::with_default(&self.dispatch, || self.run_tasks());
+    }
+
+    fn run_tasks(&self) {
+        loop {
+            let task = {
+                let mut state = self.queue.lock();
+                if state.cancelled || (state.failed && self.ctx.policy == FailurePolicy::StopQueue)
+                {
+                    return;
+                }
+                match state.tasks.pop_front() {
+                    Some(task) if task.job.is_sync() => {
+                        state.in_flight = Some((task.name, task.position));
+                        task
+                    }
+                    Some(task) => {
+                        state.tasks.push_front(task);
+                        return;
+                    }
+                    None => return,
+                }
+            };
+            let span = task_span(&task);
+            let Task { name, job, .. } = task;
+            let Job::Sync(func) = job else {
+                unreachable!("only sync jobs are taken above");
+            };
+            let ran = span.in_scope(|| run_sync(func, self.ctx.timeout));
+            if !self.finish(&span, name, &ran) {
+                return;
+            }
+        }
+    }
+
+    /// Counts and logs a task that ran, unless it was abandoned meanwhile (in
+    /// which case the abandoning side counted it). Returns whether it counted.
+    ///
+    /// The count reaches the runner while the queue is locked, so the drain,
+    /// which takes that lock to end, cannot end before it.
+    fn finish(&self, span: &Span, name: TaskName, ran: &Ran) -> bool {
+        let kind = ran.kind();
+        {
+            let mut state = self.queue.lock();
+            if state.in_flight.take().is_none() {
+                drop(state);
+                span.in_scope(|| {
+                    tracing::warn!(
+                        task = name.short(),
+                        result = %ran.summary(),
+                        "background task finished after it was abandoned; it stays counted as abandoned"
+                    );
+                });
+                return false;
+            }
+            state.report.add(kind, 1);
+            if kind != Kind::Completed {
+                state.failed = true;
+            }
+            if let Some(host) = &self.ctx.host {
+                host.counters().count(kind, 1);
+            }
+        }
+        span.in_scope(|| ran.log(name));
+        true
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        release(&self.queue);
+    }
+}

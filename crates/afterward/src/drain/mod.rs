@@ -1,0 +1,337 @@
+//! The sequential drain: one task after another, each isolated, each
+//! counted exactly once.
+
+mod batch;
+mod run;
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+use std::{fmt, mem};
+
+use tracing::{Dispatch, Instrument};
+
+use self::batch::Batch;
+use self::run::{run_async, task_span};
+use crate::queue::{Fate, Host, Inner, Task};
+use crate::report::{DrainReport, FailurePolicy, Kind};
+use crate::task::{Job, TaskName};
+
+/// The settings a drain runs with, and the runner it reports to, if any.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) policy: FailurePolicy,
+    pub(crate) timeout: Option<Duration>,
+    /// The runner that counts this drain's tasks.
+    pub(crate) host: Option<Arc<dyn Host>>,
+    /// A runner's drain: when it ends, the queue is no longer scheduled, and
+    /// when it is cancelled, every task still queued is abandoned.
+    pub(crate) for_runner: bool,
+}
+
+impl Ctx {
+    /// The default policy of [`TaskQueue::drain`](crate::TaskQueue::drain).
+    pub(crate) fn direct() -> Ctx {
+        Ctx {
+            policy: FailurePolicy::Continue,
+            timeout: None,
+            host: None,
+            for_runner: false,
+        }
+    }
+
+    fn count(&self, kind: Kind, n: usize) {
+        if let Some(host) = &self.host {
+            host.counters().count(kind, n);
+        }
+    }
+}
+
+/// One drain of one queue.
+///
+/// `run` does the work; `close` ends it, abandoning whatever `run` did not
+/// get to if it was cancelled, and yields the report. Dropping a `Drain`
+/// closes it, so a drain cancelled at any `.await` (shutdown, runtime
+/// teardown, a dropped `drain()` future) still accounts for its tasks.
+pub(crate) struct Drain {
+    queue: Arc<Inner>,
+    ctx: Ctx,
+    /// Whether this drain holds the queue's drain lock.
+    holding: bool,
+    /// Whether `run` got to the end.
+    done: bool,
+    closed: bool,
+    /// What this drain counted itself: its async tasks and skips. Sync
+    /// batches count into the queue's shared state instead, since they run
+    /// on another thread and may outlive the drain.
+    report: DrainReport,
+    /// The async task being awaited now. Only this drain finishes or
+    /// abandons it, never both, so it needs no lock.
+    in_flight: Option<(TaskName, usize)>,
+    /// Whether one of this drain's own tasks failed, for `StopQueue`.
+    failed: bool,
+}
+
+enum Step {
+    Async(Task),
+    Sync,
+    Skip(Vec<Task>),
+}
+
+impl Drain {
+    pub(crate) fn new(queue: Arc<Inner>, ctx: Ctx) -> Drain {
+        Drain {
+            queue,
+            ctx,
+            holding: false,
+            done: false,
+            closed: false,
+            report: DrainReport::default(),
+            in_flight: None,
+            failed: false,
+        }
+    }
+
+    /// Takes the queue's drain lock, waiting for any other drain of the same
+    /// queue (and any sync batch such a drain left running) to let go.
+    async fn acquire(&mut self) {
+        loop {
+            let mut released = pin!(self.queue.released().notified());
+            {
+                let mut state = self.queue.lock();
+                if state.holders == 0 {
+                    state.holders = 1;
+                    state.in_flight = None;
+                    state.cancelled = false;
+                    state.failed = false;
+                    state.report = DrainReport::default();
+                    self.holding = true;
+                    if self.ctx.host.is_none() {
+                        // A direct drain of a queue handed to a runner: the
+                        // runner received these tasks and counts them.
+                        self.ctx.host = state.counting_host().cloned();
+                    }
+                    return;
+                }
+                // Registered while the state is locked: `release` needs this
+                // lock before it notifies, so its wake-up cannot be missed.
+                // An idle queue, the usual case, never touches the `Notify`.
+                released.as_mut().enable();
+            }
+            released.await;
+        }
+    }
+
+    /// Runs tasks until the queue is empty.
+    pub(crate) async fn run(&mut self) {
+        self.acquire().await;
+        loop {
+            let step = {
+                let mut state = self.queue.lock();
+                if (self.failed || state.failed)
+                    && self.ctx.policy == FailurePolicy::StopQueue
+                    && !state.tasks.is_empty()
+                {
+                    let skipped: Vec<Task> = state.tasks.drain(..).collect();
+                    self.report.add(Kind::Skipped, skipped.len());
+                    self.ctx.count(Kind::Skipped, skipped.len());
+                    Step::Skip(skipped)
+                } else {
+                    match state.tasks.front() {
+                        None => {
+                            // Decided under the lock that tasks arrive under:
+                            // a task added from now on starts a new drain.
+                            if self.ctx.for_runner {
+                                if let Fate::Run { scheduled } = &mut state.fate {
+                                    *scheduled = false;
+                                }
+                            }
+                            self.done = true;
+                            break;
+                        }
+                        Some(task) if task.job.is_sync() => {
+                            state.holders += 1;
+                            // The batch must see this drain's failures too.
+                            state.failed |= self.failed;
+                            Step::Sync
+                        }
+                        Some(_) => {
+                            let task = state.tasks.pop_front().expect("front was Some");
+                            self.in_flight = Some((task.name, task.position));
+                            Step::Async(task)
+                        }
+                    }
+                }
+            };
+            match step {
+                Step::Async(task) => self.run_async(task).await,
+                Step::Sync => {
+                    let batch = Batch {
+                        queue: self.queue.clone(),
+                        ctx: self.ctx.clone(),
+                        dispatch: tracing::dispatcher::get_default(Dispatch::clone),
+                    };
+                    match tokio::task::spawn_blocking(move || batch.run()).await {
+                        Ok(()) => {}
+                        Err(error) if error.is_panic() => {
+                            // Every panic of a task is caught inside the
+                            // batch; this one came from elsewhere (a tracing
+                            // subscriber, say). The task it interrupted, if
+                            // any, is counted as panicked, and the drain
+                            // goes on.
+                            self.batch_panicked(&take_join_panic(error));
+                        }
+                        Err(_) => {
+                            // The blocking pool dropped the batch unrun: the
+                            // runtime is shutting down. Stop here; `close`
+                            // accounts for what is left.
+                            return;
+                        }
+                    }
+                }
+                Step::Skip(tasks) => {
+                    for task in tasks {
+                        tracing::warn!(
+                            parent: &task_span(&task),
+                            task = task.name.short(),
+                            "background task skipped: an earlier task of its queue failed"
+                        );
+                        task.discard();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_async(&mut self, task: Task) {
+        let span = task_span(&task);
+        let Task { name, job, .. } = task;
+        let Job::Async(future) = job else {
+            // `run` only hands over async jobs; a sync job here would be a bug
+            // in this module, and running it inline would block the runtime.
+            unreachable!("sync job given to run_async");
+        };
+        let ran = run_async(future, name, self.ctx.timeout)
+            .instrument(span.clone())
+            .await;
+        self.in_flight = None;
+        let kind = ran.kind();
+        self.report.add(kind, 1);
+        self.failed |= kind != Kind::Completed;
+        self.ctx.count(kind, 1);
+        span.in_scope(|| ran.log(name));
+    }
+
+    fn batch_panicked(&mut self, message: &str) {
+        let mut state = self.queue.lock();
+        if let Some((name, position)) = state.in_flight.take() {
+            state.report.add(Kind::Panicked, 1);
+            state.failed = true;
+            self.ctx.count(Kind::Panicked, 1);
+            drop(state);
+            tracing::error!(
+                task = name.short(),
+                position,
+                panic = %message,
+                "background task panicked"
+            );
+        }
+    }
+
+    /// Ends the drain and returns its report. If `run` did not finish, the
+    /// task in flight is abandoned, and for a runner's drain so is every task
+    /// still queued. Idempotent.
+    pub(crate) fn close(&mut self) -> DrainReport {
+        if self.closed {
+            return DrainReport::default();
+        }
+        self.closed = true;
+        let abandon_rest = self.ctx.for_runner && !self.done;
+        let (in_flight, rest, report) = {
+            let mut state = self.queue.lock();
+            // At most one of these is set: the drain awaits either its own
+            // async task or a sync batch, never both.
+            let mut in_flight = self.in_flight.take();
+            if self.holding && !self.done {
+                // A sync batch may still be running this drain's tasks; stop
+                // it from starting another.
+                state.cancelled = true;
+                in_flight = in_flight.or(state.in_flight.take());
+            }
+            let rest: Vec<Task> = if abandon_rest {
+                if let Fate::Run { scheduled } = &mut state.fate {
+                    *scheduled = false;
+                }
+                state.tasks.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            let mut report = mem::take(&mut self.report);
+            if self.holding {
+                report += mem::take(&mut state.report);
+            }
+            report.add(
+                Kind::Abandoned,
+                rest.len() + usize::from(in_flight.is_some()),
+            );
+            (in_flight, rest, report)
+        };
+        if in_flight.is_some() || !rest.is_empty() {
+            let names: Vec<TaskName> = in_flight
+                .iter()
+                .map(|(name, _)| *name)
+                .chain(rest.iter().map(|task| task.name))
+                .collect();
+            if let Some(host) = &self.ctx.host {
+                host.abandoned(&names);
+            }
+            if let Some((name, position)) = in_flight {
+                tracing::error!(task = name.short(), position, "background task abandoned");
+            }
+            for task in rest {
+                tracing::error!(
+                    task = task.name.short(),
+                    position = task.position,
+                    "background task abandoned"
+                );
+                task.discard();
+            }
+        }
+        if self.holding {
+            self.holding = false;
+            release(&self.queue);
+        }
+        report
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("holding", &self.holding)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lets go of one hold on the queue's drain lock.
+fn release(queue: &Inner) {
+    let last = {
+        let mut state = queue.lock();
+        state.holders -= 1;
+        state.holders == 0
+    };
+    if last {
+        queue.released().notify_waiters();
+    }
+}
+
+fn take_join_panic(error: tokio::task::JoinError) -> String {
+    crate::quiet::take_message(error.into_panic())
+}

@@ -1,0 +1,194 @@
+//! Running one task: catching its panics, timing it out, and telling how it
+//! ended.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tracing::Span;
+
+use crate::queue::Task;
+use crate::quiet::{drop_quietly, take_message};
+use crate::report::Kind;
+use crate::task::{Outcome, TaskName};
+
+/// How a task that was started ended.
+pub(crate) enum Ran {
+    Completed,
+    Failed(String),
+    Panicked(String),
+    /// An async task cancelled at `limit`, or a sync task that returned after
+    /// `overran` (with what it returned).
+    TimedOut {
+        limit: Duration,
+        overran: Option<(Duration, Box<Ran>)>,
+    },
+}
+
+impl Ran {
+    fn from_outcome(outcome: Outcome) -> Ran {
+        match outcome {
+            Ok(()) => Ran::Completed,
+            Err(error) => Ran::Failed(error),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Ran::Completed => Kind::Completed,
+            Ran::Failed(_) => Kind::Failed,
+            Ran::Panicked(_) => Kind::Panicked,
+            Ran::TimedOut { .. } => Kind::TimedOut,
+        }
+    }
+
+    pub(crate) fn log(&self, name: TaskName) {
+        match self {
+            Ran::Completed => tracing::debug!(task = name.short(), "background task completed"),
+            Ran::Failed(error) => {
+                tracing::error!(task = name.short(), error = %error, "background task failed");
+            }
+            Ran::Panicked(message) => {
+                tracing::error!(task = name.short(), panic = %message, "background task panicked");
+            }
+            Ran::TimedOut {
+                limit,
+                overran: None,
+            } => tracing::error!(
+                task = name.short(),
+                timeout = ?limit,
+                "background task timed out and was cancelled"
+            ),
+            Ran::TimedOut {
+                limit,
+                overran: Some((took, result)),
+            } => tracing::error!(
+                task = name.short(),
+                timeout = ?limit,
+                took = ?took,
+                result = %result.summary(),
+                "sync background task overran its timeout (it cannot be interrupted, so it ran to the end)"
+            ),
+        }
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Ran::Completed => "completed".to_owned(),
+            Ran::Failed(error) => format!("failed: {error}"),
+            Ran::Panicked(message) => format!("panicked: {message}"),
+            Ran::TimedOut { .. } => "timed out".to_owned(),
+        }
+    }
+}
+
+pub(crate) fn task_span(task: &Task) -> Span {
+    tracing::info_span!(
+        parent: &task.parent,
+        "task",
+        task = task.name.short(),
+        position = task.position
+    )
+}
+
+// ===== async tasks =====
+
+type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// An async task's future, with every poll and every drop guarded.
+///
+/// A panic anywhere in the task is caught at the poll that raised it. The
+/// future is dropped inside a guard too, however it ends: finished,
+/// panicked, cancelled at the timeout, or dropped with the drain at a
+/// shutdown. Futures holding a tokio runtime across an `.await` (as
+/// blocking HTTP clients do) panic when dropped on a worker thread; that
+/// must not take the drain down.
+struct Guarded {
+    future: Option<BoxFuture>,
+    name: TaskName,
+}
+
+impl Future for Guarded {
+    /// `Err` carries a panic message.
+    type Output = Result<Outcome, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err("polled after it finished".to_owned()));
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Ok(outcome),
+            Err(payload) => Err(take_message(payload)),
+        };
+        let dropped = drop_quietly(self.future.take());
+        Poll::Ready(match (result, dropped) {
+            (result, None) => result,
+            (Ok(_), Some(message)) => Err(format!("panicked when dropped: {message}")),
+            (Err(message), Some(second)) => Err(format!(
+                "{message} (then panicked again when dropped: {second})"
+            )),
+        })
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Only a future cancelled before it finished is still here.
+        if let Some(message) = self.future.take().and_then(drop_quietly) {
+            tracing::error!(
+                task = self.name.short(),
+                panic = %message,
+                "background task panicked while it was being cancelled"
+            );
+        }
+    }
+}
+
+pub(crate) async fn run_async(future: BoxFuture, name: TaskName, timeout: Option<Duration>) -> Ran {
+    let mut guarded = Guarded {
+        future: Some(future),
+        name,
+    };
+    let result = match timeout {
+        None => (&mut guarded).await,
+        Some(limit) => match tokio::time::timeout(limit, &mut guarded).await {
+            Ok(result) => result,
+            // `guarded` is dropped on the way out, inside its guard.
+            Err(_) => {
+                return Ran::TimedOut {
+                    limit,
+                    overran: None,
+                };
+            }
+        },
+    };
+    match result {
+        Ok(outcome) => Ran::from_outcome(outcome),
+        Err(message) => Ran::Panicked(message),
+    }
+}
+
+// ===== sync tasks =====
+
+pub(crate) fn run_sync(
+    func: Box<dyn FnOnce() -> Outcome + Send>,
+    timeout: Option<Duration>,
+) -> Ran {
+    let started = timeout.map(|_| Instant::now());
+    // The closure owns its captures, so they are dropped inside the guard
+    // when it returns.
+    let ran = match catch_unwind(AssertUnwindSafe(func)) {
+        Ok(outcome) => Ran::from_outcome(outcome),
+        Err(payload) => Ran::Panicked(take_message(payload)),
+    };
+    match (timeout, started) {
+        (Some(limit), Some(started)) if started.elapsed() > limit => Ran::TimedOut {
+            limit,
+            overran: Some((started.elapsed(), Box::new(ran))),
+        },
+        _ => ran,
+    }
+}

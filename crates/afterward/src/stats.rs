@@ -1,0 +1,165 @@
+//! The runner's counters, written by drains and by the runner, and the
+//! [`Stats`] snapshot users read.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crate::report::Kind;
+
+/// Every task that reaches a runner is counted once in `received` and, in
+/// the end, once in exactly one of the outcome counters.
+///
+/// Outcomes are counted before the drain that owns the task can end, so a
+/// caller that has seen the drain end (through `wait_idle`, `shutdown` or a
+/// `DrainHandle`) sees the counters agree with it.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    received: AtomicUsize,
+    completed: AtomicUsize,
+    failed: AtomicUsize,
+    panicked: AtomicUsize,
+    timed_out: AtomicUsize,
+    skipped: AtomicUsize,
+    abandoned: AtomicUsize,
+    rejected: AtomicUsize,
+}
+
+impl Counters {
+    pub(crate) fn received(&self, n: usize) {
+        if n > 0 {
+            self.received.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub(crate) fn count(&self, kind: Kind, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match kind {
+            Kind::Completed => &self.completed,
+            Kind::Failed => &self.failed,
+            Kind::Panicked => &self.panicked,
+            Kind::TimedOut => &self.timed_out,
+            Kind::Skipped => &self.skipped,
+            Kind::Abandoned => &self.abandoned,
+            Kind::Rejected => &self.rejected,
+        }
+        .fetch_add(n, Relaxed);
+    }
+
+    /// Counts tasks that arrive and are settled in one step: skipped,
+    /// abandoned or rejected without running.
+    pub(crate) fn received_and(&self, kind: Kind, n: usize) {
+        self.received(n);
+        self.count(kind, n);
+    }
+
+    pub(crate) fn snapshot(&self, drains_running: usize, drains_waiting: usize) -> Stats {
+        Stats {
+            tasks_received: self.received.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            panicked: self.panicked.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            drains_running,
+            drains_waiting,
+        }
+    }
+}
+
+/// A snapshot of a [`Runner`](crate::Runner)'s counters, from
+/// [`Runner::stats`](crate::Runner::stats).
+///
+/// The task counters only grow. Once the runner is idle or shut down,
+/// `tasks_received()` equals [`accounted()`](Stats::accounted), the sum of
+/// the seven outcome counters; while drains run, the difference is the tasks
+/// waiting or running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    tasks_received: usize,
+    completed: usize,
+    failed: usize,
+    panicked: usize,
+    timed_out: usize,
+    skipped: usize,
+    abandoned: usize,
+    rejected: usize,
+    drains_running: usize,
+    drains_waiting: usize,
+}
+
+impl Stats {
+    /// Tasks that reached the runner: those of every queue handed to it, and
+    /// those added to such a queue afterwards.
+    pub fn tasks_received(&self) -> usize {
+        self.tasks_received
+    }
+
+    /// Tasks that ran to the end and returned `()` or `Ok`.
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// Tasks that returned `Err`.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// Tasks that panicked.
+    pub fn panicked(&self) -> usize {
+        self.panicked
+    }
+
+    /// Tasks that ran past the task timeout.
+    pub fn timed_out(&self) -> usize {
+        self.timed_out
+    }
+
+    /// Tasks not run on purpose: after an earlier failure under
+    /// [`FailurePolicy::StopQueue`](crate::FailurePolicy::StopQueue), or
+    /// handed to [`Runner::skip`](crate::Runner::skip) (as `afterward-hyper`
+    /// does when a handler fails).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Tasks given up on by a shutdown at its deadline, or because the
+    /// runtime was shutting down. A shutdown's
+    /// [`ShutdownReport`](crate::ShutdownReport) names each one.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned
+    }
+
+    /// Tasks refused at the door: handed to the runner after its shutdown
+    /// returned, or after its runtime was gone. Each was logged with its
+    /// name when it was refused.
+    pub fn rejected(&self) -> usize {
+        self.rejected
+    }
+
+    /// Drains running now.
+    pub fn drains_running(&self) -> usize {
+        self.drains_running
+    }
+
+    /// Drains waiting for a slot under
+    /// [`max_concurrent_drains`](crate::RunnerBuilder::max_concurrent_drains).
+    pub fn drains_waiting(&self) -> usize {
+        self.drains_waiting
+    }
+
+    /// The seven outcome counters added up; equal to
+    /// [`tasks_received`](Stats::tasks_received) once the runner is idle or
+    /// shut down.
+    pub fn accounted(&self) -> usize {
+        self.completed
+            + self.failed
+            + self.panicked
+            + self.timed_out
+            + self.skipped
+            + self.abandoned
+            + self.rejected
+    }
+}

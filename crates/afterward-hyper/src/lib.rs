@@ -70,10 +70,21 @@
 //!
 //! # Graceful shutdown
 //!
-//! Stop in this order, so that no task is queued after the runner stopped
-//! taking them: stop accepting, let the open connections finish (hyper-util's
-//! `GracefulShutdown`), then [`Runner::shutdown`] with a deadline for the
-//! tasks.
+//! Stop in this order: stop accepting; give the open connections some time
+//! to finish (hyper-util's `GracefulShutdown`, under a timeout); then
+//! [`Runner::shutdown`] with a deadline for the tasks.
+//!
+//! Some connections outlive any graceful timeout: a slow client still
+//! reading, a response that streams forever, a handler that is stuck. The
+//! runner knows the requests still in flight (each got its queue from
+//! [`Runner::new_queue`]), so its shutdown accounts for them too: a request
+//! that finishes before the deadline has its tasks run, and the tasks of one
+//! still in flight at the deadline are abandoned and named in the
+//! [`ShutdownReport`](afterward::ShutdownReport), like those of cancelled
+//! drains. After that, the connections still open can simply be dropped
+//! (returning from `main` does it): whatever they hand over from then on,
+//! such as a task a stuck handler adds later, is refused and logged with
+//! its name at once.
 //!
 //! ```
 //! # use std::convert::Infallible;
@@ -112,11 +123,15 @@
 //!     }
 //! }
 //! drop(listener);
-//! // 1. Connections: finish the requests in flight, close idle ones.
+//! // 1. Connections: finish the requests in flight, close idle ones. Some
+//! //    may still be open when this gives up.
 //! let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-//! // 2. Tasks: finish what fits in the deadline; the report names the rest.
+//! // 2. Tasks: finish what fits in the deadline, including the tasks of
+//! //    requests that finish meanwhile; the report names the rest, those of
+//! //    requests still in flight included.
 //! let report = runner.shutdown(Duration::from_secs(10)).await;
 //! assert_eq!(report.abandoned(), 0);
+//! // 3. Returning drops the connections still open.
 //! # Ok(())
 //! # }
 //! ```

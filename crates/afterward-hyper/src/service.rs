@@ -10,8 +10,28 @@ use pin_project_lite::pin_project;
 use crate::body::{Handoff, TaskBody};
 
 /// What happens to the tasks of a request whose response body was dropped
-/// before it was finished: the client disconnected, or reset its HTTP/2
-/// stream, while the body was being sent.
+/// before it was *complete*.
+///
+/// A body is complete once its **last frame was handed to hyper**, not once
+/// the client has read it: this is where Starlette runs its background
+/// tasks too (after the last body message was given to the server). So the
+/// policy sees a disconnect only while the body is still producing frames:
+///
+/// | the response body | the client leaves | the policy sees |
+/// |---|---|---|
+/// | a single frame (`Full`, `String`, `Bytes`, axum's `Json`) | any time after the headers | nothing: the frame was handed over at once, so the tasks run |
+/// | a stream of frames | before the body has shown its end | a disconnect |
+/// | a stream of frames | after the body has shown its end, while hyper is still writing | nothing: the tasks run |
+/// | any body | while the handler runs | not this policy: the tasks are always skipped |
+///
+/// A body shows its end when it is empty from the start, the request or
+/// status allows no body, a poll yields `None`, an error or a trailers
+/// frame, `is_end_stream()` is true after a data frame, or the bytes handed
+/// over reach the `Content-Length` (or the exact size hint); see
+/// [`TaskBody`](crate::TaskBody). hyper writes a large single frame
+/// out over many socket writes, and a client that hangs up in the middle
+/// of that is not seen. Tasks that must run only if the client received
+/// every byte need a streamed body, or an acknowledgement from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DisconnectPolicy {
@@ -20,7 +40,7 @@ pub enum DisconnectPolicy {
     #[default]
     Run,
     /// Do not run them; count them `skipped` and log them. For tasks that
-    /// only make sense if the client saw the response.
+    /// only make sense if the response was streamed to its end.
     Skip,
 }
 
@@ -102,7 +122,9 @@ impl<S> TaskService<S> {
         let handoff = if extensions.get::<TaskQueue>().is_some() {
             None
         } else {
-            let queue = TaskQueue::new();
+            // Made by the runner, so that a shutdown knows the tasks of a
+            // request still in flight.
+            let queue = self.runner.new_queue();
             extensions.insert(queue.clone());
             Some(Handoff {
                 runner: self.runner.clone(),

@@ -318,6 +318,43 @@ async fn a_client_that_leaves_mid_body_gets_the_disconnect_policy() {
     }
 }
 
+// 7b. The exact rule of `DisconnectPolicy`: a body is complete once its last
+//     frame was handed to hyper. A single 8 MiB frame is handed over at
+//     once, so a client that leaves after the first 8 KiB, while hyper is
+//     still writing, is not a disconnect: under `Skip` the task still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_frame_body_is_complete_once_hyper_has_it_even_if_the_client_leaves() {
+    const SIZE: usize = 8 << 20;
+    for proto in BOTH {
+        let (runner, mut probes, events, sender, e) = fixture();
+        let addr = start(&runner, DisconnectPolicy::Skip, move |_req, queue| {
+            record_task(&queue, &e, "big", sender.probe("big"));
+            Ok(Response::new(boxed(Full::new(Bytes::from(vec![
+                b'x';
+                SIZE
+            ])))))
+        })
+        .await;
+        let mut client = Client::connect(addr, proto).await;
+        let response = client.send("GET", "/").await.unwrap();
+        let mut body = response.into_body();
+        let mut read = 0;
+        while read < 8 << 10 {
+            let frame = body.frame().await.unwrap().unwrap();
+            read += frame.into_data().unwrap().len();
+        }
+        assert!(read < SIZE, "{proto:?}: the client read it all ({read})");
+        drop(body);
+        if proto == Proto::H1 {
+            client.disconnect();
+        }
+        assert_eq!(probes.settled().await, "big");
+        runner.wait_idle().await;
+        expect(&runner.stats(), 1, 0, proto);
+        assert_eq!(events.list(), ["task big"], "{proto:?}");
+    }
+}
+
 // 8a. The inner service fails: the tasks are skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_skips_its_tasks() {

@@ -4,8 +4,9 @@
 //!
 //! Each case builds a runner with random settings, spawns random queues of
 //! ok / failing / panicking / slow / sync / async tasks (some of which queue
-//! more tasks while running), then either waits for idle or shuts down with a
-//! tiny deadline. Set `AFTERWARD_SEED` to replay a run; a failure prints the
+//! more tasks while running, some of which hold values that panic when
+//! dropped or panic with payloads that do), then either waits for idle or
+//! shuts down with a tiny deadline. Set `AFTERWARD_SEED` to replay a run; a failure prints the
 //! seed and the case.
 
 use std::sync::Arc;
@@ -83,10 +84,19 @@ enum Kind {
     SlowSync(u64),
     /// An async task that queues another task onto its own queue.
     Spawner,
+    /// Holds a value that panics when dropped, across an `.await`: its drop
+    /// panics wherever the task ends (finished, timed out, abandoned,
+    /// skipped).
+    DropPanicsAsync(u64),
+    /// A sync task whose captured value panics when dropped.
+    DropPanicsSync,
+    /// Panics with a payload whose own destructor panics.
+    NastyPayloadSync,
+    NastyPayloadAsync,
 }
 
 fn random_kind(rng: &mut Rng) -> Kind {
-    match rng.below(9) {
+    match rng.below(13) {
         0 => Kind::OkSync,
         1 => Kind::OkAsync,
         2 => Kind::ErrSync,
@@ -95,7 +105,11 @@ fn random_kind(rng: &mut Rng) -> Kind {
         5 => Kind::PanicAsync,
         6 => Kind::SlowAsync(rng.below(6)),
         7 => Kind::SlowSync(rng.below(3)),
-        _ => Kind::Spawner,
+        8 => Kind::Spawner,
+        9 => Kind::DropPanicsAsync(rng.below(4)),
+        10 => Kind::DropPanicsSync,
+        11 => Kind::NastyPayloadSync,
+        _ => Kind::NastyPayloadAsync,
     }
 }
 
@@ -148,6 +162,35 @@ fn add(queue: &TaskQueue, ledger: &Arc<Ledger>, kind: Kind) {
             },
             (),
         ),
+        Kind::DropPanicsAsync(ms) => queue.add_task(
+            move |guard: PanicOnDrop| async move {
+                let _guard = guard;
+                l.ran(id);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            },
+            (PanicOnDrop,),
+        ),
+        Kind::DropPanicsSync => queue.add_task(
+            move |_guard: PanicOnDrop| {
+                l.ran(id);
+            },
+            (PanicOnDrop,),
+        ),
+        Kind::NastyPayloadSync => queue.add_task(
+            move || {
+                l.ran(id);
+                panic_with_nasty_payload();
+            },
+            (),
+        ),
+        Kind::NastyPayloadAsync => queue.add_task(
+            move || async move {
+                l.ran(id);
+                tokio::task::yield_now().await;
+                panic_with_nasty_payload();
+            },
+            (),
+        ),
         Kind::Spawner => {
             let q = queue.clone();
             queue.add_task(
@@ -163,8 +206,28 @@ fn add(queue: &TaskQueue, ledger: &Arc<Ledger>, kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_received_task_is_counted_exactly_once() {
-    // Hundreds of tasks panic on purpose; their messages are noise here.
-    std::panic::set_hook(Box::new(|_| {}));
+    // Hundreds of tasks panic on purpose; only other panics are shown.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        let on_purpose = payload.is::<NastyPayload>()
+            || matches!(
+                message,
+                Some(
+                    "sync panic"
+                        | "async panic"
+                        | "a destructor panics"
+                        | "a panic payload panics when dropped"
+                )
+            );
+        if !on_purpose {
+            default_hook(info);
+        }
+    }));
     let seed = std::env::var("AFTERWARD_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -245,11 +308,36 @@ async fn every_received_task_is_counted_exactly_once() {
             assert_eq!(finished, started, "{why}: {stats:?}");
         }
     }
-    let _ = std::panic::take_hook();
     assert!(
         shutdowns > CASES / 10,
         "too few shutdown cases: {shutdowns}"
     );
+}
+
+/// Panics when dropped, unless the thread is already unwinding (a second
+/// panic would abort, in user code as here).
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a destructor panics");
+        }
+    }
+}
+
+/// A panic payload whose own destructor panics.
+struct NastyPayload;
+
+impl Drop for NastyPayload {
+    fn drop(&mut self) {
+        panic!("a panic payload panics when dropped");
+    }
+}
+
+/// Typed `()`, like `boom`.
+fn panic_with_nasty_payload() {
+    std::panic::panic_any(NastyPayload);
 }
 
 /// Panics, but is typed `()`: a closure whose body only panics would be

@@ -237,8 +237,9 @@ fn a_zero_timeout_is_refused() {
     let _ = Runner::builder().task_timeout(Duration::ZERO);
 }
 
-/// When the runtime goes away, drains in progress are dropped mid-task, and
-/// queues spawned afterwards cannot start: both are counted `abandoned`.
+/// When the runtime goes away, drains in progress are dropped mid-task and
+/// counted `abandoned`; queues spawned afterwards cannot start and are
+/// counted `rejected`.
 #[test]
 fn runtime_shutdown_abandons_and_counts_instead_of_losing_tasks() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -273,7 +274,7 @@ fn runtime_shutdown_abandons_and_counts_instead_of_losing_tasks() {
     assert_eq!(stats.abandoned(), 2, "{stats:?}");
     assert_conserved(&stats);
 
-    // Spawning onto the dead runtime: not run, counted, reported.
+    // Spawning onto the dead runtime: refused, counted and logged at once.
     let late = TaskQueue::new();
     let r = ran.clone();
     late.add_task(
@@ -288,10 +289,13 @@ fn runtime_shutdown_abandons_and_counts_instead_of_losing_tasks() {
         .build()
         .unwrap();
     assert_eq!(other.block_on(in_progress).abandoned(), 2);
-    assert_eq!(other.block_on(late).abandoned(), 1);
+    assert_eq!(other.block_on(late).rejected(), 1);
     assert_eq!(ran.load(SeqCst), 0);
     let stats = runner.stats();
-    assert_eq!((stats.tasks_received(), stats.abandoned()), (3, 3));
+    assert_eq!(
+        (stats.tasks_received(), stats.abandoned(), stats.rejected()),
+        (3, 2, 1)
+    );
     assert_conserved(&stats);
 }
 
@@ -339,17 +343,18 @@ async fn shutdown_waits_for_quick_work_then_abandons_and_names_the_rest() {
     assert_eq!(stuck.await.abandoned(), 2);
     assert_eq!(waiting.await.abandoned(), 1);
 
-    // After shutdown, nothing new runs; it is counted and named instead.
+    // After shutdown, nothing new runs; it is refused and counted, and not
+    // kept for another report.
     let late = TaskQueue::new();
     late.add_task(quick_sync, ());
-    assert_eq!(runner.spawn(late).await.abandoned(), 1);
+    assert_eq!(runner.spawn(late).await.rejected(), 1);
     let stats = runner.stats();
-    assert_eq!((stats.tasks_received(), stats.abandoned()), (4, 4));
-    assert_conserved(&stats);
     assert_eq!(
-        runner.shutdown(Duration::ZERO).await.abandoned_tasks(),
-        ["quick_sync"]
+        (stats.tasks_received(), stats.abandoned(), stats.rejected()),
+        (4, 3, 1)
     );
+    assert_conserved(&stats);
+    assert_eq!(runner.shutdown(Duration::ZERO).await.abandoned(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

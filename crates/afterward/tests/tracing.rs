@@ -99,7 +99,7 @@ async fn task_events_carry_the_request_span_and_the_task_span() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn panics_skips_and_abandonments_are_logged_with_the_task_name() {
+async fn panics_skips_abandonments_and_rejections_are_logged_with_the_task_name() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(capture.clone())
@@ -126,12 +126,22 @@ async fn panics_skips_and_abandonments_are_logged_with_the_task_name() {
     let skip = capture.line_with("background task skipped");
     assert!(skip.contains(r#"task="never_started""#), "{skip}");
 
+    async fn stuck_forever() {
+        std::future::pending::<()>().await;
+    }
+    let queue = TaskQueue::new();
+    queue.add_task(stuck_forever, ());
+    let stuck = runner.spawn(queue);
     runner.shutdown(std::time::Duration::ZERO).await;
+    assert_eq!(stuck.await.abandoned(), 1);
+    let abandoned = capture.line_with("background task abandoned");
+    assert!(abandoned.contains(r#"task="stuck_forever""#), "{abandoned}");
+
     let late = TaskQueue::new();
     late.add_task(never_started, ());
     runner.spawn(late).await;
-    let abandoned = capture.line_with("background task abandoned");
-    assert!(abandoned.contains(r#"task="never_started""#), "{abandoned}");
+    let rejected = capture.line_with("background task rejected");
+    assert!(rejected.contains(r#"task="never_started""#), "{rejected}");
 }
 
 #[test]
@@ -149,4 +159,35 @@ fn a_queue_dropped_with_tasks_left_says_so() {
     });
     let line = capture.line_with("task queue dropped with tasks that were never run");
     assert!(line.contains(r#"tasks=["forgotten_task"]"#), "{line}");
+}
+
+/// A subscriber is user code that runs inside the library's own logging.
+/// This one panics on the first debug event: the "completed" line a sync
+/// batch logs on the blocking pool. The batch dies, but that is not the
+/// runtime shutting down: the drain goes on with the next task.
+#[tokio::test(flavor = "current_thread")]
+async fn a_sync_batch_killed_by_a_panicking_subscriber_does_not_stop_the_drain() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    struct PanicsOnce(AtomicBool);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnce {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::DEBUG && !self.0.swap(true, SeqCst) {
+                panic!("the subscriber panics, on purpose");
+            }
+        }
+    }
+
+    let subscriber = tracing_subscriber::registry().with(PanicsOnce(AtomicBool::new(false)));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    queue.add_task(|| (), ());
+    queue.add_task(|| (), ());
+    let report = runner.spawn(queue).await;
+    assert_eq!((report.completed(), report.total()), (2, 2), "{report:?}");
+    let stats = runner.stats();
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
 }

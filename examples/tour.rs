@@ -288,7 +288,7 @@ async fn main() {
     let s = runner.stats();
     println!("{s:#?}");
     println!(
-        "   received {} = completed {} + failed {} + panicked {} + timed out {} + skipped {} + abandoned {}",
+        "   received {} = completed {} + failed {} + panicked {} + timed out {} + skipped {} + abandoned {} + rejected {}",
         s.tasks_received(),
         s.completed(),
         s.failed(),
@@ -296,6 +296,7 @@ async fn main() {
         s.timed_out(),
         s.skipped(),
         s.abandoned(),
+        s.rejected(),
     );
     assert_eq!(s.tasks_received(), s.accounted());
 }

@@ -10,22 +10,140 @@ use std::any::type_name;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tracing::Span;
+
+use crate::quiet::drop_quietly;
 
 /// What a finished task reports: `Err` carries the task's error, already
 /// formatted, so that error types need not be `Send`.
 pub(crate) type Outcome = Result<(), String>;
 
-/// A queued task, ready to run.
-pub(crate) enum Job {
+/// A queued task: one box, which also holds what the task is reported
+/// with and its link in its queue, so that a queue is only a list of them.
+pub(crate) enum Task {
     /// Runs on tokio's blocking pool.
-    Sync(Box<dyn FnOnce() -> Outcome + Send>),
+    Sync(Box<dyn SyncJob>),
     /// Awaited on the runtime.
-    Async(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+    Async(Pin<Box<dyn AsyncJob>>),
 }
 
-impl Job {
+/// What a task is reported with, and its place in its queue, kept in its
+/// job's box.
+pub(crate) struct Info {
+    /// The function's type name, shortened when shown.
+    pub(crate) name: &'static str,
+    /// The span that was current when the task was added.
+    pub(crate) parent: Span,
+    /// 1-based position in the queue, in insertion order.
+    pub(crate) position: usize,
+    /// The next task in the queue's list (see `queue::list`).
+    pub(crate) next: Option<Task>,
+}
+
+pub(crate) trait SyncJob: Send {
+    fn info(&self) -> &Info;
+    fn info_mut(&mut self) -> &mut Info;
+    fn run(self: Box<Self>) -> Outcome;
+}
+
+pub(crate) trait AsyncJob: Future<Output = Outcome> + Send {
+    fn info(&self) -> &Info;
+    fn info_mut(self: Pin<&mut Self>) -> &mut Info;
+}
+
+impl Task {
     pub(crate) fn is_sync(&self) -> bool {
-        matches!(self, Job::Sync(_))
+        matches!(self, Task::Sync(_))
+    }
+
+    pub(crate) fn info(&self) -> &Info {
+        match self {
+            Task::Sync(job) => job.info(),
+            Task::Async(job) => job.as_ref().get_ref().info(),
+        }
+    }
+
+    pub(crate) fn info_mut(&mut self) -> &mut Info {
+        match self {
+            Task::Sync(job) => job.info_mut(),
+            Task::Async(job) => job.as_mut().info_mut(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> TaskName {
+        TaskName(self.info().name)
+    }
+
+    /// The span that was current when the task was added.
+    pub(crate) fn parent(&self) -> &Span {
+        &self.info().parent
+    }
+
+    /// 1-based position in the queue, in insertion order.
+    pub(crate) fn position(&self) -> usize {
+        self.info().position
+    }
+
+    /// Drops a task that will not run, logging a destructor that panics
+    /// instead of letting the panic out.
+    pub(crate) fn discard(self) {
+        let (name, position) = (self.name(), self.position());
+        if let Some(message) = drop_quietly(self) {
+            tracing::error!(
+                task = name.short(),
+                position,
+                panic = %message,
+                "a background task that did not run panicked when it was dropped"
+            );
+        }
+    }
+}
+
+struct SyncTask<F> {
+    info: Info,
+    f: F,
+}
+
+impl<F: FnOnce() -> Outcome + Send> SyncJob for SyncTask<F> {
+    fn info(&self) -> &Info {
+        &self.info
+    }
+
+    fn info_mut(&mut self) -> &mut Info {
+        &mut self.info
+    }
+
+    fn run(self: Box<Self>) -> Outcome {
+        (self.f)()
+    }
+}
+
+pin_project! {
+    struct AsyncTask<Fut> {
+        info: Info,
+        #[pin]
+        future: Fut,
+    }
+}
+
+impl<Fut: Future<Output = Outcome> + Send> Future for AsyncTask<Fut> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        self.project().future.poll(cx)
+    }
+}
+
+impl<Fut: Future<Output = Outcome> + Send> AsyncJob for AsyncTask<Fut> {
+    fn info(&self) -> &Info {
+        &self.info
+    }
+
+    fn info_mut(self: Pin<&mut Self>) -> &mut Info {
+        self.project().info
     }
 }
 
@@ -39,7 +157,12 @@ mod private {
     /// The queued form of a task; built by [`TaskOutput::into_job`].
     ///
     /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
-    pub struct JobSlot(pub(crate) super::Job);
+    pub struct JobSlot(pub(crate) super::Task);
+
+    /// What a task is reported with; given to [`TaskOutput::into_job`].
+    ///
+    /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
+    pub struct JobInfo(pub(crate) super::Info);
 
     /// Marker for functions that return `()` or `Result<T, E>`.
     pub enum Blocking {}
@@ -48,7 +171,7 @@ mod private {
     pub enum Awaited {}
 }
 
-use private::{Awaited, Blocking, JobSlot};
+use private::{Awaited, Blocking, JobInfo, JobSlot};
 
 // ===== TaskResult: () or Result<T, E> =====
 
@@ -113,18 +236,21 @@ mod sealed {
 )]
 pub trait TaskOutput<Marker>: Sized {
     #[doc(hidden)]
-    fn into_job<F>(f: F) -> JobSlot
+    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
     where
         F: FnOnce() -> Self + Send + 'static;
 }
 
 impl<R: TaskResult> TaskOutput<Blocking> for R {
     #[inline]
-    fn into_job<F>(f: F) -> JobSlot
+    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
     where
         F: FnOnce() -> Self + Send + 'static,
     {
-        JobSlot(Job::Sync(Box::new(move || f().into_outcome())))
+        JobSlot(Task::Sync(Box::new(SyncTask {
+            info: info.0,
+            f: move || f().into_outcome(),
+        })))
     }
 }
 
@@ -134,16 +260,17 @@ where
     Fut::Output: TaskResult,
 {
     #[inline]
-    fn into_job<F>(f: F) -> JobSlot
+    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
     where
         F: FnOnce() -> Self + Send + 'static,
     {
         // The function is called on the first poll, not here: a closure that
         // returns a future may do work before it does, and that work belongs
         // to the task, not to the handler that queued it.
-        JobSlot(Job::Async(Box::pin(
-            async move { f().await.into_outcome() },
-        )))
+        JobSlot(Task::Async(Box::pin(AsyncTask {
+            info: info.0,
+            future: async move { f().await.into_outcome() },
+        })))
     }
 }
 
@@ -162,7 +289,7 @@ where
 )]
 pub trait TaskFn<Args, Marker>: Send + 'static {
     #[doc(hidden)]
-    fn into_job(self, args: Args) -> JobSlot;
+    fn into_job(self, args: Args, info: JobInfo) -> JobSlot;
 }
 
 macro_rules! impl_task_fn {
@@ -174,8 +301,8 @@ macro_rules! impl_task_fn {
             $($ty: Send + 'static,)*
         {
             #[inline]
-            fn into_job(self, ($($arg,)*): ($($ty,)*)) -> JobSlot {
-                Ret::into_job(move || self($($arg),*))
+            fn into_job(self, ($($arg,)*): ($($ty,)*), info: JobInfo) -> JobSlot {
+                Ret::into_job(move || self($($arg),*), info)
             }
         }
     };
@@ -195,11 +322,19 @@ impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10
 impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10 A10, a11 A11);
 impl_task_fn!(a1 A1, a2 A2, a3 A3, a4 A4, a5 A5, a6 A6, a7 A7, a8 A8, a9 A9, a10 A10, a11 A11, a12 A12);
 
-pub(crate) fn job_of<F, Args, M>(func: F, args: Args) -> Job
+/// The task of `func` called with `args`. It is named after `F`, and its
+/// span's parent is `parent`.
+pub(crate) fn task_of<F, Args, M>(func: F, args: Args, parent: Span) -> Task
 where
     F: TaskFn<Args, M>,
 {
-    func.into_job(args).0
+    let info = Info {
+        name: type_name::<F>(),
+        parent,
+        position: 0,
+        next: None,
+    };
+    func.into_job(args, JobInfo(info)).0
 }
 
 // ===== task names =====
@@ -215,10 +350,6 @@ where
 pub(crate) struct TaskName(&'static str);
 
 impl TaskName {
-    pub(crate) fn of<F>() -> TaskName {
-        TaskName(type_name::<F>())
-    }
-
     pub(crate) fn short(self) -> &'static str {
         short_name(self.0)
     }

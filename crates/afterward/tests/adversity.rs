@@ -442,3 +442,207 @@ fn a_drain_that_panics_outside_its_tasks_abandons_them_and_the_runner_goes_on() 
     assert_eq!((stats.abandoned(), stats.rejected()), (4, 0), "{stats:?}");
     assert_conserved(&stats);
 }
+
+// ===== direct drains and runners =====
+
+/// A direct drain under way when its queue is handed to a runner stops
+/// after its current task: the runner counted the rest, and runs them.
+#[tokio::test(flavor = "current_thread")]
+async fn a_direct_drain_stops_when_its_queue_is_handed_to_a_runner() {
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (started_tx, started_rx) = oneshot::channel();
+    queue.add_task(
+        move || async move {
+            started_tx.send(()).unwrap();
+            release_rx.await.unwrap();
+        },
+        (),
+    );
+    let direct = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.drain().await }
+    });
+    started_rx.await.unwrap();
+    queue.add_task(|| async {}, ());
+    queue.add_task(|| (), ());
+    let handle = runner.spawn(queue.clone());
+    queue.add_task(|| async {}, ());
+    release_tx.send(()).unwrap();
+
+    assert_eq!(direct.await.unwrap().completed(), 1);
+    assert_eq!(handle.await.completed(), 3);
+    runner.wait_idle().await;
+    let stats = runner.stats();
+    assert_eq!(
+        (stats.tasks_received(), stats.completed()),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert_conserved(&stats);
+}
+
+/// `drain` runs nothing of a queue a runner has: the runner does, and its
+/// shutdown sees and names what it abandons.
+#[tokio::test(flavor = "current_thread")]
+async fn a_direct_drain_of_a_handed_off_queue_leaves_it_to_the_runner() {
+    async fn stuck_forever() {
+        std::future::pending::<()>().await;
+    }
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    runner.spawn(queue.clone());
+    queue.add_task(stuck_forever, ());
+    assert_eq!(queue.drain().await.total(), 0);
+    let report = runner.shutdown(Duration::from_millis(20)).await;
+    assert_eq!(report.abandoned_tasks(), ["stuck_forever"]);
+    let stats = runner.stats();
+    assert_eq!(stats.abandoned(), report.abandoned(), "{stats:?}");
+    assert_conserved(&stats);
+}
+
+// ===== a runtime gone, a shutdown cut short =====
+
+/// Handing a queue over after the runtime is gone, with no worker alive to
+/// notice it first: the worker is dropped unpolled, and still accounts for
+/// the queue; nothing waits on it afterwards.
+#[test]
+fn a_hand_off_after_the_runtime_is_gone_is_counted_and_nothing_hangs() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runner = Runner::builder().handle(runtime.handle().clone()).build();
+    drop(runtime);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queue = TaskQueue::new();
+    queue.add_task(counting_task, (ran.clone(),));
+    let handle = runner.spawn(queue);
+
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The limits only turn a hang into a failure.
+    let hang_guard = Duration::from_secs(10);
+    other.block_on(async {
+        let report = tokio::time::timeout(hang_guard, handle).await.unwrap();
+        assert_eq!(report.abandoned(), 1, "{report:?}");
+        tokio::time::timeout(hang_guard, runner.wait_idle())
+            .await
+            .expect("wait_idle returns");
+        tokio::time::timeout(hang_guard, runner.shutdown(Duration::from_millis(10)))
+            .await
+            .expect("shutdown returns");
+    });
+    let stats = runner.stats();
+    assert_eq!(stats.drains_running(), 0, "{stats:?}");
+    assert_eq!(ran.load(SeqCst), 0);
+    assert_conserved(&stats);
+}
+
+/// A shutdown whose future is dropped half way is cut short, not left half
+/// done: what was left is cancelled, and a later shutdown returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_whose_future_is_dropped_is_cut_short_not_stuck() {
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    queue.add_task(|| tokio::time::sleep(Duration::from_secs(3600)), ());
+    let handle = runner.spawn(queue);
+    let cut = tokio::time::timeout(
+        Duration::from_millis(20),
+        runner.shutdown(Duration::from_secs(3600)),
+    )
+    .await;
+    assert!(cut.is_err(), "the shutdown could not have finished");
+    assert_eq!(handle.await.abandoned(), 1);
+
+    let hang_guard = Duration::from_secs(10);
+    let again = tokio::time::timeout(hang_guard, runner.shutdown(Duration::from_millis(10)))
+        .await
+        .expect("a later shutdown returns");
+    assert_eq!(again.abandoned(), 0);
+    let late = TaskQueue::new();
+    late.add_task(|| (), ());
+    assert_eq!(runner.spawn(late).await.rejected(), 1);
+    let stats = runner.stats();
+    assert_eq!((stats.abandoned(), stats.rejected()), (1, 1), "{stats:?}");
+    assert_conserved(&stats);
+}
+
+/// A task that awaits the runner's shutdown is itself cancelled at the
+/// deadline: the same cut, from inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_awaiting_the_shutdown_that_cancels_it_does_not_leave_it_stuck() {
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    let r = runner.clone();
+    queue.add_task(
+        move || async move {
+            r.shutdown(Duration::from_millis(50)).await;
+        },
+        (),
+    );
+    runner.spawn(queue);
+    runner.wait_idle().await;
+    let hang_guard = Duration::from_secs(10);
+    tokio::time::timeout(hang_guard, runner.shutdown(Duration::from_millis(10)))
+        .await
+        .expect("a later shutdown returns");
+    let late = TaskQueue::new();
+    late.add_task(|| (), ());
+    assert_eq!(runner.spawn(late).await.rejected(), 1);
+    assert_conserved(&runner.stats());
+}
+
+/// Tasks keep arriving on a handed-off queue while the runner shuts down.
+/// The runner closes in the same step that sees its drains done, so no
+/// drain starts in between and outlives the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_drain_starts_between_the_last_one_ending_and_the_runner_closing() {
+    for round in 0..5000 {
+        let runner = Runner::new();
+        let queue = TaskQueue::new();
+        runner.spawn(queue.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let adder = std::thread::spawn({
+            let (queue, stop) = (queue.clone(), stop.clone());
+            move || {
+                while !stop.load(SeqCst) {
+                    queue.add_task(|| (), ());
+                    std::thread::yield_now();
+                }
+            }
+        });
+        runner.shutdown(Duration::from_secs(5)).await;
+        let stats = runner.stats();
+        stop.store(true, SeqCst);
+        adder.join().unwrap();
+        assert_eq!(stats.drains_running(), 0, "round {round}: {stats:?}");
+        runner.wait_idle().await;
+        assert_conserved(&runner.stats());
+    }
+}
+
+// ===== open queues =====
+
+/// A queue made for a runner that lost its tasks (to `append`, or to a
+/// direct drain) is no longer waited for by a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_queue_emptied_before_its_hand_off_does_not_hold_up_shutdown() {
+    let runner = Runner::new();
+    let emptied_by_append = runner.new_queue();
+    emptied_by_append.add_task(|| (), ());
+    TaskQueue::new().append(&emptied_by_append);
+    let emptied_by_drain = runner.new_queue();
+    emptied_by_drain.add_task(|| (), ());
+    assert_eq!(emptied_by_drain.drain().await.completed(), 1);
+
+    let hang_guard = Duration::from_secs(10);
+    let report = tokio::time::timeout(hang_guard, runner.shutdown(Duration::from_secs(3600)))
+        .await
+        .expect("nothing was in flight");
+    assert_eq!(report.abandoned(), 0);
+}

@@ -191,3 +191,42 @@ async fn a_sync_batch_killed_by_a_panicking_subscriber_does_not_stop_the_drain()
     let stats = runner.stats();
     assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
 }
+
+/// A subscriber that panics in the runner's own log lines (the abandonment
+/// of a drain's tasks after a drain panics) must not make the runner think
+/// its runtime is gone: the next queue still runs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_panicking_in_the_runners_logs_does_not_stop_the_runner() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    struct PanicsTwiceOnErrors(AtomicUsize);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsTwiceOnErrors {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::ERROR
+                && event.metadata().target().starts_with("afterward")
+                && self.0.fetch_add(1, SeqCst) < 2
+            {
+                panic!("the subscriber panics, on purpose");
+            }
+        }
+    }
+
+    let subscriber = tracing_subscriber::registry().with(PanicsTwiceOnErrors(AtomicUsize::new(0)));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let runner = Runner::new();
+    let queue = TaskQueue::new();
+    queue.add_task(|| async { Err::<(), _>("fails") }, ());
+    queue.add_task(|| async {}, ());
+    let first = runner.spawn(queue).await;
+    assert_eq!(first.total(), 2, "{first:?}");
+    runner.wait_idle().await;
+
+    let queue = TaskQueue::new();
+    queue.add_task(|| async {}, ());
+    let second = runner.spawn(queue).await;
+    assert_eq!(second.completed(), 1, "{second:?}");
+    let stats = runner.stats();
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+}

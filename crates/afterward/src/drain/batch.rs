@@ -7,9 +7,9 @@ use tracing::{Dispatch, Span};
 
 use super::run::{Ran, run_sync, task_span};
 use super::{Ctx, release};
-use crate::queue::{Inner, Task};
+use crate::queue::{Fate, Inner};
 use crate::report::{FailurePolicy, Kind};
-use crate::task::{Job, TaskName};
+use crate::task::{Task, TaskName};
 
 /// A run of consecutive sync tasks, sent to the blocking pool in one trip.
 ///
@@ -34,13 +34,16 @@ impl Batch {
         loop {
             let task = {
                 let mut state = self.queue.lock();
-                if state.cancelled || (state.failed && self.ctx.policy == FailurePolicy::StopQueue)
+                if state.cancelled
+                    || (state.failed && self.ctx.policy == FailurePolicy::StopQueue)
+                    || (!self.ctx.for_runner && state.fate != Fate::Open)
                 {
                     return;
                 }
                 match state.tasks.pop_front() {
-                    Some(task) if task.job.is_sync() => {
-                        state.in_flight = Some((task.name, task.position));
+                    Some(task) if task.is_sync() => {
+                        state.forget_if_emptied();
+                        state.in_flight = Some((task.name(), task.position()));
                         task
                     }
                     Some(task) => {
@@ -51,8 +54,8 @@ impl Batch {
                 }
             };
             let span = task_span(&task);
-            let Task { name, job, .. } = task;
-            let Job::Sync(func) = job else {
+            let name = task.name();
+            let Task::Sync(func) = task else {
                 unreachable!("only sync jobs are taken above");
             };
             let ran = span.in_scope(|| run_sync(func, self.ctx.timeout));

@@ -4,18 +4,19 @@
 mod batch;
 mod run;
 
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use std::{fmt, mem};
 
-use tracing::{Dispatch, Instrument};
+use tokio::time::{Instant, Sleep};
+use tracing::Dispatch;
 
 use self::batch::Batch;
-use self::run::{run_async, task_span};
-use crate::queue::{Fate, Host, Inner, Task};
+use self::run::{Guarded, RunAsync, task_span};
+use crate::queue::{Fate, Host, Inner};
 use crate::report::{DrainReport, FailurePolicy, Kind};
-use crate::task::{Job, TaskName};
+use crate::task::{Task, TaskName};
 
 /// The settings a drain runs with, and the runner it reports to, if any.
 #[derive(Clone)]
@@ -70,6 +71,9 @@ pub(crate) struct Drain {
     in_flight: Option<(TaskName, usize)>,
     /// Whether one of this drain's own tasks failed, for `StopQueue`.
     failed: bool,
+    /// The timer of the task timeout, made at the first task that needs it
+    /// and reset for each one after.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 enum Step {
@@ -89,37 +93,51 @@ impl Drain {
             report: DrainReport::default(),
             in_flight: None,
             failed: false,
+            timer: None,
         }
+    }
+
+    pub(crate) fn queue(&self) -> &Inner {
+        &self.queue
     }
 
     /// Takes the queue's drain lock, waiting for any other drain of the same
     /// queue (and any sync batch such a drain left running) to let go.
     async fn acquire(&mut self) {
+        if self.try_acquire() {
+            return;
+        }
+        // Another drain has the queue. The wait is boxed so that the usual
+        // case, an idle queue, keeps the drain's future small and never
+        // touches the `Notify`.
+        let queue = self.queue.clone();
         loop {
-            let mut released = pin!(self.queue.released().notified());
+            let mut released = Box::pin(queue.released().notified());
             {
-                let mut state = self.queue.lock();
-                if state.holders == 0 {
-                    state.holders = 1;
-                    state.in_flight = None;
-                    state.cancelled = false;
-                    state.failed = false;
-                    state.report = DrainReport::default();
-                    self.holding = true;
-                    if self.ctx.host.is_none() {
-                        // A direct drain of a queue handed to a runner: the
-                        // runner received these tasks and counts them.
-                        self.ctx.host = state.counting_host().cloned();
-                    }
-                    return;
-                }
+                let _state = queue.lock();
                 // Registered while the state is locked: `release` needs this
                 // lock before it notifies, so its wake-up cannot be missed.
-                // An idle queue, the usual case, never touches the `Notify`.
                 released.as_mut().enable();
+            }
+            if self.try_acquire() {
+                return;
             }
             released.await;
         }
+    }
+
+    fn try_acquire(&mut self) -> bool {
+        let mut state = self.queue.lock();
+        if state.holders != 0 {
+            return false;
+        }
+        state.holders = 1;
+        state.in_flight = None;
+        state.cancelled = false;
+        state.failed = false;
+        state.report = DrainReport::default();
+        self.holding = true;
+        true
     }
 
     /// Runs tasks until the queue is empty.
@@ -128,11 +146,18 @@ impl Drain {
         loop {
             let step = {
                 let mut state = self.queue.lock();
+                if !self.ctx.for_runner && state.fate != Fate::Open {
+                    // A direct drain of a queue that was handed to a runner
+                    // meanwhile: the runner counted the tasks left and runs
+                    // them, once this drain lets go.
+                    self.done = true;
+                    break;
+                }
                 if (self.failed || state.failed)
                     && self.ctx.policy == FailurePolicy::StopQueue
                     && !state.tasks.is_empty()
                 {
-                    let skipped: Vec<Task> = state.tasks.drain(..).collect();
+                    let skipped: Vec<Task> = state.tasks.take_all();
                     self.report.add(Kind::Skipped, skipped.len());
                     self.ctx.count(Kind::Skipped, skipped.len());
                     Step::Skip(skipped)
@@ -149,7 +174,7 @@ impl Drain {
                             self.done = true;
                             break;
                         }
-                        Some(task) if task.job.is_sync() => {
+                        Some(task) if task.is_sync() => {
                             state.holders += 1;
                             // The batch must see this drain's failures too.
                             state.failed |= self.failed;
@@ -157,7 +182,8 @@ impl Drain {
                         }
                         Some(_) => {
                             let task = state.tasks.pop_front().expect("front was Some");
-                            self.in_flight = Some((task.name, task.position));
+                            state.forget_if_emptied();
+                            self.in_flight = Some((task.name(), task.position()));
                             Step::Async(task)
                         }
                     }
@@ -192,8 +218,9 @@ impl Drain {
                 Step::Skip(tasks) => {
                     for task in tasks {
                         tracing::warn!(
-                            parent: &task_span(&task),
-                            task = task.name.short(),
+                            parent: task.parent(),
+                            task = task.name().short(),
+                            position = task.position(),
                             "background task skipped: an earlier task of its queue failed"
                         );
                         task.discard();
@@ -205,15 +232,29 @@ impl Drain {
 
     async fn run_async(&mut self, task: Task) {
         let span = task_span(&task);
-        let Task { name, job, .. } = task;
-        let Job::Async(future) = job else {
+        let name = task.name();
+        let Task::Async(future) = task else {
             // `run` only hands over async jobs; a sync job here would be a bug
             // in this module, and running it inline would block the runtime.
             unreachable!("sync job given to run_async");
         };
-        let ran = run_async(future, name, self.ctx.timeout)
-            .instrument(span.clone())
-            .await;
+        let timer = self.ctx.timeout.map(|limit| {
+            let deadline = Instant::now() + limit;
+            let timer = match &mut self.timer {
+                Some(timer) => {
+                    timer.as_mut().reset(deadline);
+                    timer
+                }
+                none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            (limit, timer.as_mut())
+        });
+        let ran = RunAsync {
+            guarded: Guarded::new(future, name),
+            span: &span,
+            timer,
+        }
+        .await;
         self.in_flight = None;
         let kind = ran.kind();
         self.report.add(kind, 1);
@@ -262,7 +303,7 @@ impl Drain {
                 if let Fate::Run { scheduled } = &mut state.fate {
                     *scheduled = false;
                 }
-                state.tasks.drain(..).collect()
+                state.tasks.take_all()
             } else {
                 Vec::new()
             };
@@ -276,30 +317,31 @@ impl Drain {
             );
             (in_flight, rest, report)
         };
-        if in_flight.is_some() || !rest.is_empty() {
+        // The bookkeeping comes before any log line: a tracing subscriber is
+        // user code, and if it panics, the queue must still be let go and
+        // the tasks counted.
+        if let (Some(host), true) = (&self.ctx.host, in_flight.is_some() || !rest.is_empty()) {
             let names: Vec<TaskName> = in_flight
                 .iter()
                 .map(|(name, _)| *name)
-                .chain(rest.iter().map(|task| task.name))
+                .chain(rest.iter().map(|task| task.name()))
                 .collect();
-            if let Some(host) = &self.ctx.host {
-                host.abandoned(&names);
-            }
-            if let Some((name, position)) = in_flight {
-                tracing::error!(task = name.short(), position, "background task abandoned");
-            }
-            for task in rest {
-                tracing::error!(
-                    task = task.name.short(),
-                    position = task.position,
-                    "background task abandoned"
-                );
-                task.discard();
-            }
+            host.abandoned(&names);
         }
         if self.holding {
             self.holding = false;
             release(&self.queue);
+        }
+        if let Some((name, position)) = in_flight {
+            tracing::error!(task = name.short(), position, "background task abandoned");
+        }
+        for task in rest {
+            tracing::error!(
+                task = task.name().short(),
+                position = task.position(),
+                "background task abandoned"
+            );
+            task.discard();
         }
         report
     }

@@ -7,12 +7,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::time::Sleep;
 use tracing::Span;
 
 use crate::queue::Task;
 use crate::quiet::{drop_quietly, take_message};
 use crate::report::Kind;
-use crate::task::{Outcome, TaskName};
+use crate::task::{AsyncJob, Outcome, SyncJob, TaskName};
 
 /// How a task that was started ended.
 pub(crate) enum Ran {
@@ -85,17 +86,22 @@ impl Ran {
 }
 
 pub(crate) fn task_span(task: &Task) -> Span {
+    // With no subscriber anywhere, nothing would record the span; making
+    // one would cost more than the rest of a no-op task's drain.
+    if !tracing::dispatcher::has_been_set() {
+        return Span::none();
+    }
     tracing::info_span!(
-        parent: &task.parent,
+        parent: task.parent(),
         "task",
-        task = task.name.short(),
-        position = task.position
+        task = task.name().short(),
+        position = task.position()
     )
 }
 
 // ===== async tasks =====
 
-type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type BoxFuture = Pin<Box<dyn AsyncJob>>;
 
 /// An async task's future, with every poll and every drop guarded.
 ///
@@ -105,7 +111,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// shutdown. Futures holding a tokio runtime across an `.await` (as
 /// blocking HTTP clients do) panic when dropped on a worker thread; that
 /// must not take the drain down.
-struct Guarded {
+pub(crate) struct Guarded {
     future: Option<BoxFuture>,
     name: TaskName,
 }
@@ -136,7 +142,13 @@ impl Future for Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        // Only a future cancelled before it finished is still here.
+        self.cancel();
+    }
+}
+
+impl Guarded {
+    /// Drops the future, if it has not finished. Its destructor may panic.
+    fn cancel(&mut self) {
         if let Some(message) = self.future.take().and_then(drop_quietly) {
             tracing::error!(
                 task = self.name.short(),
@@ -147,40 +159,59 @@ impl Drop for Guarded {
     }
 }
 
-pub(crate) async fn run_async(future: BoxFuture, name: TaskName, timeout: Option<Duration>) -> Ran {
-    let mut guarded = Guarded {
-        future: Some(future),
-        name,
-    };
-    let result = match timeout {
-        None => (&mut guarded).await,
-        Some(limit) => match tokio::time::timeout(limit, &mut guarded).await {
-            Ok(result) => result,
-            // `guarded` is dropped on the way out, inside its guard.
-            Err(_) => {
-                return Ran::TimedOut {
-                    limit,
+impl Guarded {
+    pub(crate) fn new(future: BoxFuture, name: TaskName) -> Guarded {
+        Guarded {
+            future: Some(future),
+            name,
+        }
+    }
+}
+
+/// Runs one async task to its end or to its timeout, inside its span.
+///
+/// Written by hand rather than as an `async fn` with a `tokio::time::Timeout`
+/// in it: the drain's future then stays small, and one timer, kept by the
+/// drain, serves all its tasks.
+pub(crate) struct RunAsync<'a> {
+    pub(crate) guarded: Guarded,
+    pub(crate) span: &'a Span,
+    pub(crate) timer: Option<(Duration, Pin<&'a mut Sleep>)>,
+}
+
+impl Future for RunAsync<'_> {
+    type Output = Ran;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ran> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        if let Poll::Ready(result) = Pin::new(&mut this.guarded).poll(cx) {
+            return Poll::Ready(match result {
+                Ok(outcome) => Ran::from_outcome(outcome),
+                Err(message) => Ran::Panicked(message),
+            });
+        }
+        if let Some((limit, timer)) = &mut this.timer {
+            if timer.as_mut().poll(cx).is_ready() {
+                // Dropped here, inside the task's span and the guard.
+                this.guarded.cancel();
+                return Poll::Ready(Ran::TimedOut {
+                    limit: *limit,
                     overran: None,
-                };
+                });
             }
-        },
-    };
-    match result {
-        Ok(outcome) => Ran::from_outcome(outcome),
-        Err(message) => Ran::Panicked(message),
+        }
+        Poll::Pending
     }
 }
 
 // ===== sync tasks =====
 
-pub(crate) fn run_sync(
-    func: Box<dyn FnOnce() -> Outcome + Send>,
-    timeout: Option<Duration>,
-) -> Ran {
+pub(crate) fn run_sync(job: Box<dyn SyncJob>, timeout: Option<Duration>) -> Ran {
     let started = timeout.map(|_| Instant::now());
-    // The closure owns its captures, so they are dropped inside the guard
-    // when it returns.
-    let ran = match catch_unwind(AssertUnwindSafe(func)) {
+    // The job owns its captures, so they are dropped inside the guard when
+    // it returns.
+    let ran = match catch_unwind(AssertUnwindSafe(move || job.run())) {
         Ok(outcome) => Ran::from_outcome(outcome),
         Err(payload) => Ran::Panicked(take_message(payload)),
     };

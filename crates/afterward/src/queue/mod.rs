@@ -1,5 +1,6 @@
 //! `TaskQueue`: the per-request queue users add tasks to.
 
+mod list;
 mod state;
 
 use std::fmt;
@@ -7,10 +8,11 @@ use std::sync::Arc;
 
 use tracing::Span;
 
-pub(crate) use self::state::{Fate, Host, Inner, Registration, State, Task, TaskNames};
+pub(crate) use self::state::{Awaited, Fate, Host, Inner, Registration, State, TaskNames};
 use crate::drain::{Ctx, Drain};
 use crate::report::{DrainReport, Kind};
-use crate::task::{self, TaskFn, TaskName};
+pub(crate) use crate::task::Task;
+use crate::task::{self, TaskFn};
 
 /// A per-request queue of background tasks.
 ///
@@ -176,8 +178,6 @@ impl TaskQueue {
     where
         F: TaskFn<Args, M>,
     {
-        let job = task::job_of(func, args);
-        let name = TaskName::of::<F>();
         // Without any subscriber there is no span to follow; asking for the
         // current one would cost more than the rest of `add_task`.
         let parent = if tracing::dispatcher::has_been_set() {
@@ -185,12 +185,7 @@ impl TaskQueue {
         } else {
             Span::none()
         };
-        self.arrive(std::iter::once(Task {
-            name,
-            position: 0,
-            parent,
-            job,
-        }));
+        self.arrive(std::iter::once(task::task_of(func, args, parent)));
     }
 
     /// Moves every task of `other` to the end of this queue, keeping their
@@ -232,7 +227,9 @@ impl TaskQueue {
                 // which will run or settle them.
                 return;
             }
-            std::mem::take(&mut other.tasks)
+            let moved = other.tasks.take_all();
+            other.forget_if_emptied();
+            moved
         };
         if !moved.is_empty() {
             self.arrive(moved);
@@ -251,7 +248,7 @@ impl TaskQueue {
         let mut arrived = 0;
         for mut task in tasks {
             state.added += 1;
-            task.position = state.added;
+            task.info_mut().position = state.added;
             arrived += 1;
             if skipping {
                 skipped.push(task);
@@ -291,9 +288,9 @@ impl TaskQueue {
                 drop(state);
                 for task in skipped {
                     tracing::warn!(
-                        parent: &task.parent,
-                        task = task.name.short(),
-                        position = task.position,
+                        parent: task.parent(),
+                        task = task.name().short(),
+                        position = task.position(),
                         "background task skipped: it was added after its queue was skipped"
                     );
                     task.discard();
@@ -326,6 +323,10 @@ impl TaskQueue {
     ///
     /// Must be awaited inside a tokio runtime, since sync tasks go to its
     /// blocking pool. In a server, prefer [`Runner::spawn`](crate::Runner::spawn).
+    ///
+    /// A queue handed to a runner belongs to it: `drain` runs none of its
+    /// tasks (the runner does), and a drain under way when the queue is
+    /// handed over stops after its current task.
     ///
     /// A task must not await `drain()` of its own queue: that drain waits
     /// for the one running the task, which waits for the task, so neither

@@ -1,42 +1,15 @@
 //! What a queue holds behind its lock, and what it needs from the runner
 //! that owns it.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Waker;
 
 use tokio::sync::Notify;
-use tracing::Span;
 
-use crate::quiet::drop_quietly;
+use super::list::TaskList;
 use crate::report::DrainReport;
 use crate::stats::Counters;
-use crate::task::{Job, TaskName};
-
-/// One queued task and what is needed to report on it.
-pub(crate) struct Task {
-    pub(crate) name: TaskName,
-    /// 1-based position in the queue, in insertion order.
-    pub(crate) position: usize,
-    /// The span that was current when the task was added.
-    pub(crate) parent: Span,
-    pub(crate) job: Job,
-}
-
-impl Task {
-    /// Drops a task that will not run, logging a destructor that panics
-    /// instead of letting the panic out.
-    pub(crate) fn discard(self) {
-        let (name, position) = (self.name, self.position);
-        if let Some(message) = drop_quietly(self) {
-            tracing::error!(
-                task = name.short(),
-                position,
-                panic = %message,
-                "a background task that did not run panicked when it was dropped"
-            );
-        }
-    }
-}
+use crate::task::TaskName;
 
 /// What a queue needs from the runner it belongs to.
 ///
@@ -47,7 +20,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn counters(&self) -> &Counters;
 
     /// Records a queue that has tasks but was not handed off yet, so that a
-    /// shutdown can find it. `None` once the shutdown's deadline has passed.
+    /// shutdown can find it. `None` once a shutdown's deadline has passed, or
+    /// the runtime is gone.
     fn register(&self, queue: Weak<Inner>) -> Option<usize>;
 
     fn unregister(&self, key: usize);
@@ -90,7 +64,7 @@ pub(crate) enum Fate {
 /// `holders`), so one slot is enough, and a sync batch running on the
 /// blocking pool can reach it without an allocation of its own.
 pub(crate) struct State {
-    pub(crate) tasks: VecDeque<Task>,
+    pub(crate) tasks: TaskList,
     /// Tasks ever added; gives each task its position.
     pub(crate) added: usize,
     /// How many parties hold the drain lock: the drain itself and any sync
@@ -113,6 +87,19 @@ pub(crate) struct State {
     pub(crate) owner: Option<Arc<dyn Host>>,
     pub(crate) fate: Fate,
     pub(crate) registration: Registration,
+    /// Runner drains started for this queue; numbers them.
+    pub(crate) drains: u64,
+    /// The report a `DrainHandle` waits for, if one does.
+    pub(crate) awaited: Option<Awaited>,
+}
+
+/// A queue's report slot: the drain a `DrainHandle` waits for, and then its
+/// report.
+#[derive(Debug)]
+pub(crate) struct Awaited {
+    pub(crate) drain: u64,
+    pub(crate) report: Option<DrainReport>,
+    pub(crate) waker: Option<Waker>,
 }
 
 /// Whether the owner knows this queue among its open ones.
@@ -129,7 +116,7 @@ impl Inner {
     pub(crate) fn new(owner: Option<Arc<dyn Host>>) -> Inner {
         Inner {
             state: Mutex::new(State {
-                tasks: VecDeque::new(),
+                tasks: TaskList::default(),
                 added: 0,
                 holders: 0,
                 in_flight: None,
@@ -139,6 +126,8 @@ impl Inner {
                 owner,
                 fate: Fate::Open,
                 registration: Registration::No,
+                drains: 0,
+                awaited: None,
             }),
             released: Notify::new(),
         }
@@ -157,12 +146,14 @@ impl Inner {
 }
 
 impl State {
-    /// The runner that counts this queue's tasks: its owner, once the queue
-    /// was handed off.
-    pub(crate) fn counting_host(&self) -> Option<&Arc<dyn Host>> {
-        match self.fate {
-            Fate::Open => None,
-            Fate::Run { .. } | Fate::Skip => self.owner.as_ref(),
+    /// Tells the owner it need not wait for this queue any more, once a
+    /// queue that was not handed off has lost its last task (to a direct
+    /// drain, or to `append`). A task that arrives later registers it again.
+    pub(crate) fn forget_if_emptied(&mut self) {
+        if self.tasks.is_empty() && self.fate == Fate::Open {
+            if let (Some(key), Some(owner)) = (self.take_key(), &self.owner) {
+                owner.unregister(key);
+            }
         }
     }
 
@@ -178,17 +169,16 @@ impl State {
     }
 }
 
-/// Formats task names as a list, for logs.
-pub(crate) struct TaskNames<'a, I>(pub(crate) &'a I);
+/// Formats the names of a list's tasks, oldest first, for logs.
+pub(crate) struct TaskNames<'a>(pub(crate) &'a TaskList);
 
-impl<'a, I> std::fmt::Debug for TaskNames<'a, I>
-where
-    &'a I: IntoIterator<Item = &'a Task>,
-{
+impl std::fmt::Debug for TaskNames<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.into_iter().map(|task| task.name.short()))
-            .finish()
+        let mut list = f.debug_list();
+        self.0.for_each(|task| {
+            list.entry(&task.name().short());
+        });
+        list.finish()
     }
 }
 
@@ -210,7 +200,7 @@ impl Drop for Inner {
             tasks = ?TaskNames(&state.tasks),
             "task queue dropped with tasks that were never run"
         );
-        for task in std::mem::take(&mut state.tasks) {
+        for task in state.tasks.take_all() {
             task.discard();
         }
     }

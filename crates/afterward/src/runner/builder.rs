@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 
 use super::Runner;
 use crate::report::FailurePolicy;
@@ -41,11 +40,6 @@ impl RunnerBuilder {
     /// If `n` is 0: no queue would ever run.
     pub fn max_concurrent_drains(mut self, n: usize) -> Self {
         assert!(n > 0, "max_concurrent_drains must be at least 1");
-        assert!(
-            n <= Semaphore::MAX_PERMITS,
-            "max_concurrent_drains must be at most {}",
-            Semaphore::MAX_PERMITS
-        );
         self.settings.max_concurrent_drains = Some(n);
         self
     }

@@ -1,12 +1,19 @@
 //! `DrainHandle`: a drain's report, as a future.
+//!
+//! Most handles are dropped unpolled (`afterward-hyper` never waits for a
+//! report), so a handle allocates nothing: the drain leaves its report in a
+//! slot in its queue's state, where the handle picks it up. Only a second
+//! handle for a queue whose first is still waiting uses a channel.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+use crate::queue::{Awaited, Inner};
 use crate::report::DrainReport;
 
 /// The report of a drain started by [`Runner::spawn`](crate::Runner::spawn),
@@ -21,7 +28,16 @@ pub struct DrainHandle {
 
 enum HandleState {
     Ready(Option<DrainReport>),
-    Pending(oneshot::Receiver<DrainReport>),
+    Slot { queue: Arc<Inner>, drain: u64 },
+    Channel(oneshot::Receiver<DrainReport>),
+}
+
+/// Where a drain's report goes.
+pub(crate) enum ReportTo {
+    Nobody,
+    /// The queue's report slot, for the drain with this number.
+    Slot(u64),
+    Channel(oneshot::Sender<DrainReport>),
 }
 
 impl DrainHandle {
@@ -31,9 +47,60 @@ impl DrainHandle {
         }
     }
 
-    pub(crate) fn pending(rx: oneshot::Receiver<DrainReport>) -> DrainHandle {
-        DrainHandle {
-            state: HandleState::Pending(rx),
+    /// A handle for the drain just numbered `drain` of `queue`, whose state
+    /// is `awaited`; and where that drain's report must go.
+    pub(crate) fn for_drain(
+        queue: &Arc<Inner>,
+        awaited: &mut Option<Awaited>,
+        drain: u64,
+    ) -> (DrainHandle, ReportTo) {
+        if awaited.is_none() {
+            *awaited = Some(Awaited {
+                drain,
+                report: None,
+                waker: None,
+            });
+            let state = HandleState::Slot {
+                queue: queue.clone(),
+                drain,
+            };
+            return (DrainHandle { state }, ReportTo::Slot(drain));
+        }
+        let (tx, rx) = oneshot::channel();
+        let state = HandleState::Channel(rx);
+        (DrainHandle { state }, ReportTo::Channel(tx))
+    }
+}
+
+impl DrainHandle {
+    /// Gives a handle made by `for_drain` its report at once. The caller
+    /// holds the queue's lock and clears its slot.
+    pub(crate) fn settle(&mut self, report: DrainReport) {
+        self.state = HandleState::Ready(Some(report));
+    }
+}
+
+impl ReportTo {
+    /// Delivers a finished drain's report.
+    pub(crate) fn send(self, queue: &Inner, report: DrainReport) {
+        match self {
+            ReportTo::Nobody => {}
+            ReportTo::Slot(drain) => {
+                let waker = match &mut queue.lock().awaited {
+                    Some(awaited) if awaited.drain == drain => {
+                        awaited.report = Some(report);
+                        awaited.waker.take()
+                    }
+                    // The handle was dropped.
+                    _ => None,
+                };
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            ReportTo::Channel(tx) => {
+                let _ = tx.send(report);
+            }
         }
     }
 }
@@ -44,9 +111,37 @@ impl Future for DrainHandle {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReport> {
         match &mut self.state {
             HandleState::Ready(report) => Poll::Ready(report.take().unwrap_or_default()),
+            HandleState::Slot { queue, drain } => {
+                let mut state = queue.lock();
+                let Some(awaited) = state.awaited.as_mut().filter(|a| a.drain == *drain) else {
+                    return Poll::Ready(DrainReport::default());
+                };
+                if let Some(report) = awaited.report.take() {
+                    state.awaited = None;
+                    drop(state);
+                    self.state = HandleState::Ready(None);
+                    return Poll::Ready(report);
+                }
+                match &mut awaited.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
             // The sender goes with the queue to its drain, whose end always
             // sends; an error can only mean the report was already taken.
-            HandleState::Pending(rx) => Pin::new(rx).poll(cx).map(Result::unwrap_or_default),
+            HandleState::Channel(rx) => Pin::new(rx).poll(cx).map(Result::unwrap_or_default),
+        }
+    }
+}
+
+impl Drop for DrainHandle {
+    fn drop(&mut self) {
+        if let HandleState::Slot { queue, drain } = &self.state {
+            let mut state = queue.lock();
+            if state.awaited.as_ref().is_some_and(|a| a.drain == *drain) {
+                state.awaited = None;
+            }
         }
     }
 }

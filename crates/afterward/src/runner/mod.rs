@@ -8,6 +8,7 @@ mod worker;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -72,9 +73,27 @@ use crate::stats::Stats;
 /// assert_eq!(report.abandoned(), 0);
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct Runner {
     shared: Arc<Shared>,
+}
+
+impl Clone for Runner {
+    fn clone(&self) -> Runner {
+        self.shared.handles.fetch_add(1, Relaxed);
+        Runner {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Queues still referring to the runner can start drains, but no
+        // worker need wait for them any more.
+        if self.shared.handles.fetch_sub(1, Relaxed) == 1 {
+            self.shared.release_idle();
+        }
+    }
 }
 
 impl Runner {
@@ -207,7 +226,7 @@ impl Runner {
             let key = state.take_key();
             let host: Arc<dyn Host> = self.shared.clone();
             let previous = state.owner.replace(host);
-            let tasks: Vec<Task> = state.tasks.drain(..).collect();
+            let tasks: Vec<Task> = state.tasks.take_all();
             (tasks, key, previous)
         };
         if let (Some(key), Some(previous)) = (key, previous) {
@@ -219,9 +238,9 @@ impl Runner {
         let report = DrainReport::of(Kind::Skipped, tasks.len());
         for task in tasks {
             tracing::warn!(
-                parent: &task.parent,
-                task = task.name.short(),
-                position = task.position,
+                parent: task.parent(),
+                task = task.name().short(),
+                position = task.position(),
                 reason,
                 "background task skipped"
             );

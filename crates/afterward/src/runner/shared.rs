@@ -2,15 +2,19 @@
 //! is taken on, made to wait, or refused.
 
 use std::collections::VecDeque;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use slab::Slab;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
+use super::DrainHandle;
 use super::builder::Settings;
-use super::worker::{self, Cancel, Waiting};
+use super::handle::ReportTo;
+use super::worker::{self, Cancel, Next, Waiting, Was};
 use crate::drain::Ctx;
 use crate::queue::{Fate, Host, Inner, Registration, State, Task};
 use crate::report::{DrainReport, Kind};
@@ -26,12 +30,25 @@ pub(crate) struct Shared {
     /// of a shutdown is handed off, and when a shutdown ends.
     changed: Notify,
     pub(super) cancel: Cancel,
+    /// Where idle workers park, until a queue is handed to them.
+    pub(super) wake: Notify,
+    /// `Runner` handles alive. When the last goes, idle workers leave.
+    pub(super) handles: AtomicUsize,
 }
+
+/// How many workers may stay parked, waiting for the next queue, instead of
+/// ending: each saves a `tokio::spawn` (an allocation and its free) per
+/// drain, and costs about a kilobyte while parked.
+const MAX_IDLE_WORKERS: usize = 8;
 
 pub(super) struct RunState {
     pub(super) phase: Phase,
-    /// Drains running: one per worker.
+    /// Drains running, or handed to a worker that is waking up.
     pub(super) running: usize,
+    /// Workers parked, waiting for a queue.
+    pub(super) idle: usize,
+    /// Queues handed to parked workers, one per worker woken.
+    pub(super) handed: VecDeque<Waiting>,
     /// Queues handed off, waiting for a worker under
     /// `max_concurrent_drains`. A waiting queue costs this entry, nothing
     /// more: no task is spawned for it until a worker takes it.
@@ -65,11 +82,13 @@ pub(super) enum Phase {
 /// What the hand-off decided for a queue.
 enum Admission {
     /// A worker is to be spawned for it.
-    Start,
+    Start(ReportTo),
+    /// It was handed to a parked worker, to be woken.
+    Wake,
     /// It waits for a worker.
     Waiting,
     /// Its tasks were taken out, to be abandoned or refused.
-    Settled(Kind, Vec<Task>),
+    Settled(Kind, Vec<Task>, ReportTo),
 }
 
 impl Shared {
@@ -81,6 +100,8 @@ impl Shared {
             state: Mutex::new(RunState {
                 phase: Phase::Open,
                 running: 0,
+                idle: 0,
+                handed: VecDeque::new(),
                 waiting: VecDeque::new(),
                 open: Slab::new(),
                 abandoned: Vec::new(),
@@ -89,6 +110,8 @@ impl Shared {
             }),
             changed: Notify::new(),
             cancel: Cancel::default(),
+            wake: Notify::new(),
+            handles: AtomicUsize::new(1),
         }
     }
 
@@ -113,42 +136,47 @@ impl Shared {
 
     /// Hands `inner` over to run. Returns the drain's handle: pending if the
     /// queue was taken on, ready if it was settled at once.
-    pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>) -> super::DrainHandle {
+    pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>) -> DrainHandle {
         let mut state = inner.lock();
         if matches!(state.fate, Fate::Skip | Fate::Run { scheduled: true }) {
             // Its fate is decided: a drain of the runner already has it (and
             // will take any task in it), or it was skipped.
-            return super::DrainHandle::ready(DrainReport::default());
+            return DrainHandle::ready(DrainReport::default());
         }
-        let host: Arc<dyn Host> = self.clone();
-        let (known, previous_key) = match state.owner.replace(host) {
-            // Made for this runner, or handed to it before.
-            Some(previous) if self.is(&previous) => (true, state.take_key()),
-            Some(previous) => {
-                if let Some(key) = state.take_key() {
+        // `known`: made for this runner, or handed to it before.
+        let (known, key) = match &state.owner {
+            Some(owner) if self.is(owner) => (true, state.take_key()),
+            _ => {
+                let host: Arc<dyn Host> = self.clone();
+                if let (Some(previous), Some(key)) = (state.owner.replace(host), state.take_key()) {
                     previous.unregister(key);
                 }
                 (false, None)
             }
-            None => (false, None),
         };
         let n = state.tasks.len();
         state.fate = Fate::Run { scheduled: n > 0 };
-        self.counters.received(n);
         if n == 0 {
             drop(state);
-            if let Some(key) = previous_key {
+            if let Some(key) = key {
                 self.unregister(key);
             }
-            return super::DrainHandle::ready(DrainReport::default());
+            return DrainHandle::ready(DrainReport::default());
         }
-        let (tx, rx) = oneshot::channel();
-        let admission = self.admit(&inner, &mut state, previous_key, known, Some(tx));
+        self.counters.received(n);
+        state.drains += 1;
+        let drain = state.drains;
+        let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.awaited, drain);
+        let admission = self.admit(&inner, &mut state, key, known, report);
+        if let Admission::Settled(kind, tasks, _) = &admission {
+            // Settled at once: the handle has its report now, and needs no
+            // slot.
+            state.awaited = None;
+            handle.settle(DrainReport::of(*kind, tasks.len()));
+        }
         drop(state);
-        match self.act(inner, admission) {
-            Some(report) => super::DrainHandle::ready(report),
-            None => super::DrainHandle::pending(rx),
-        }
+        self.act(inner, admission);
+        handle
     }
 
     /// Decides, under both locks, what becomes of a queue whose fate was
@@ -161,8 +189,8 @@ impl Shared {
         state: &mut State,
         key: Option<usize>,
         known: bool,
-        report: Option<oneshot::Sender<DrainReport>>,
-    ) -> (Admission, Option<oneshot::Sender<DrainReport>>) {
+        report: ReportTo,
+    ) -> Admission {
         let mut run = self.lock();
         if let Some(key) = key {
             run.open.try_remove(key);
@@ -174,41 +202,41 @@ impl Shared {
         } else {
             None
         };
-        let admission = match settle {
-            Some(kind) => {
-                state.fate = Fate::Run { scheduled: false };
-                let tasks: Vec<Task> = state.tasks.drain(..).collect();
-                self.counters.count(kind, tasks.len());
-                if kind == Kind::Abandoned {
-                    run.abandoned.extend(tasks.iter().map(|task| task.name));
-                }
-                self.wake_if_watched(run);
-                return (Admission::Settled(kind, tasks), report);
+        if let Some(kind) = settle {
+            state.fate = Fate::Run { scheduled: false };
+            let tasks: Vec<Task> = state.tasks.take_all();
+            self.counters.count(kind, tasks.len());
+            if kind == Kind::Abandoned {
+                run.abandoned.extend(tasks.iter().map(|task| task.name()));
             }
-            None if run.running < self.settings.max_concurrent_drains.unwrap_or(usize::MAX) => {
-                run.running += 1;
-                Admission::Start
-            }
-            None => {
-                run.waiting.push_back(Waiting {
+            self.wake_if_watched(run);
+            return Admission::Settled(kind, tasks, report);
+        }
+        if run.running < self.settings.max_concurrent_drains.unwrap_or(usize::MAX) {
+            run.running += 1;
+            if run.idle > 0 {
+                run.idle -= 1;
+                run.handed.push_back(Waiting {
                     queue: inner.clone(),
                     report,
                 });
-                return (Admission::Waiting, None);
+                Admission::Wake
+            } else {
+                Admission::Start(report)
             }
-        };
-        (admission, report)
+        } else {
+            run.waiting.push_back(Waiting {
+                queue: inner.clone(),
+                report,
+            });
+            Admission::Waiting
+        }
     }
 
-    /// Carries out an admission, outside the locks. Returns the report of a
-    /// queue settled at once.
-    fn act(
-        self: &Arc<Self>,
-        inner: Arc<Inner>,
-        (admission, report): (Admission, Option<oneshot::Sender<DrainReport>>),
-    ) -> Option<DrainReport> {
+    /// Carries out an admission, outside the locks.
+    fn act(self: &Arc<Self>, inner: Arc<Inner>, admission: Admission) {
         match admission {
-            Admission::Start => {
+            Admission::Start(report) => {
                 // On a runtime that is shutting down, `spawn` drops the
                 // worker unpolled, and the worker's destructor accounts for
                 // the queue.
@@ -219,43 +247,73 @@ impl Shared {
                         report,
                     },
                 )));
-                None
             }
-            Admission::Waiting => None,
-            Admission::Settled(kind, tasks) => {
-                let settled = DrainReport::of(kind, tasks.len());
-                if let Some(report) = report {
-                    let _ = report.send(settled);
-                }
+            // Every parked worker registered with `wake` before it counted
+            // itself idle, so this wakes one that has not been woken yet.
+            Admission::Wake => self.wake.notify_one(),
+            Admission::Waiting => {}
+            Admission::Settled(kind, tasks, report) => {
+                report.send(&inner, DrainReport::of(kind, tasks.len()));
                 settle(kind, tasks);
-                Some(settled)
             }
         }
     }
 
     // ===== workers =====
 
-    /// The next queue for a worker that finished one, or `None`, and then
-    /// the worker is no longer running.
-    pub(super) fn next(&self) -> Option<Waiting> {
+    /// What a worker that finished a drain does next: take the next waiting
+    /// queue, park (registered with `wake` under the lock, so no hand-off
+    /// can miss it), or end.
+    pub(super) fn next<'a>(&'a self, parked: Pin<&mut Notified<'a>>) -> Next {
         let mut run = self.lock();
         if let Some(next) = run.waiting.pop_front() {
-            return Some(next);
+            return Next::Run(next);
         }
         run.running -= 1;
+        let park = run.phase == Phase::Open
+            && !run.runtime_gone
+            && run.idle < MAX_IDLE_WORKERS
+            && self.handles.load(Relaxed) > 0;
+        let next = if park {
+            parked.enable();
+            run.idle += 1;
+            Next::Park
+        } else {
+            Next::End
+        };
         self.wake_if_watched(run);
-        None
+        next
+    }
+
+    /// The queue handed to a parked worker that was woken. `None` if it
+    /// was woken to end: the runner is shutting down, or has no handle left.
+    pub(super) fn take_handed(&self) -> Option<Waiting> {
+        self.lock().handed.pop_front()
+    }
+
+    /// Sends every parked worker away, now that they will not be needed:
+    /// the last `Runner` handle is gone, or the runner is shutting down.
+    pub(super) fn release_idle(&self) {
+        self.lock().idle = 0;
+        self.wake.notify_waiters();
     }
 
     /// A worker was dropped before it finished: only a runtime that is
     /// shutting down does that. Nothing can run from now on, so the queues
     /// waiting are abandoned, and queues handed off later are refused.
-    pub(super) fn worker_lost(&self) {
+    pub(super) fn worker_lost(&self, was: Was) {
         let waiting = {
             let mut run = self.lock();
             run.runtime_gone = true;
-            run.running -= 1;
-            std::mem::take(&mut run.waiting)
+            match was {
+                Was::Running => run.running -= 1,
+                Was::Parked => run.idle = run.idle.saturating_sub(1),
+            }
+            let handed = std::mem::take(&mut run.handed);
+            run.running -= handed.len();
+            let mut waiting = std::mem::take(&mut run.waiting);
+            waiting.extend(handed);
+            waiting
         };
         for waiting in waiting {
             self.abandon_waiting(waiting);
@@ -268,13 +326,14 @@ impl Shared {
         let tasks: Vec<Task> = {
             let mut state = waiting.queue.lock();
             state.fate = Fate::Run { scheduled: false };
-            state.tasks.drain(..).collect()
+            state.tasks.take_all()
         };
-        let names: Vec<TaskName> = tasks.iter().map(|task| task.name).collect();
+        let names: Vec<TaskName> = tasks.iter().map(|task| task.name()).collect();
         self.abandoned(&names);
-        if let Some(report) = waiting.report {
-            let _ = report.send(DrainReport::of(Kind::Abandoned, tasks.len()));
-        }
+        waiting.report.send(
+            &waiting.queue,
+            DrainReport::of(Kind::Abandoned, tasks.len()),
+        );
         settle(Kind::Abandoned, tasks);
     }
 
@@ -291,9 +350,9 @@ impl Shared {
             // The runner no longer lists it; it must not unregister a key
             // that may be given to another queue.
             state.registration = Registration::Refused;
-            state.tasks.drain(..).collect()
+            state.tasks.take_all()
         };
-        let names: Vec<TaskName> = tasks.iter().map(|task| task.name).collect();
+        let names: Vec<TaskName> = tasks.iter().map(|task| task.name()).collect();
         self.counters.received(tasks.len());
         self.abandoned(&names);
         settle(Kind::Abandoned, tasks);
@@ -301,8 +360,9 @@ impl Shared {
 
     // ===== waiting for a change =====
 
-    /// Waits until `done` holds for the runner's state.
-    pub(super) async fn until(&self, done: impl Fn(&RunState) -> bool) {
+    /// Waits until `done` holds for the runner's state. `done` may change
+    /// the state in the same step.
+    pub(super) async fn until(&self, mut done: impl FnMut(&mut RunState) -> bool) {
         loop {
             let mut changed = pin!(self.changed.notified());
             // Registered before the check, so a change made right after it
@@ -310,7 +370,7 @@ impl Shared {
             changed.as_mut().enable();
             {
                 let mut run = self.lock();
-                if done(&run) {
+                if done(&mut run) {
                     return;
                 }
                 run.watchers += 1;
@@ -345,15 +405,15 @@ fn settle(kind: Kind, tasks: Vec<Task>) {
     for task in tasks {
         match kind {
             Kind::Rejected => tracing::error!(
-                parent: &task.parent,
-                task = task.name.short(),
-                position = task.position,
+                parent: task.parent(),
+                task = task.name().short(),
+                position = task.position(),
                 "background task rejected: the runner has shut down"
             ),
             _ => tracing::error!(
-                parent: &task.parent,
-                task = task.name.short(),
-                position = task.position,
+                parent: task.parent(),
+                task = task.name().short(),
+                position = task.position(),
                 "background task abandoned"
             ),
         }
@@ -391,7 +451,7 @@ impl Host for Shared {
             state.fate = Fate::Run { scheduled: false };
             return;
         }
-        let admission = self.admit(&inner, &mut state, None, true, None);
+        let admission = self.admit(&inner, &mut state, None, true, ReportTo::Nobody);
         drop(state);
         self.act(inner, admission);
     }
@@ -399,7 +459,11 @@ impl Host for Shared {
     fn abandoned(&self, names: &[TaskName]) {
         let mut run = self.lock();
         self.counters.count(Kind::Abandoned, names.len());
-        if run.phase != Phase::Closed {
+        // Kept for the report of the shutdown under way. Tasks abandoned
+        // outside a shutdown (the runtime going away, a drain panicking
+        // outside its tasks) were logged where it happened, and are not
+        // kept for a report that may never come.
+        if matches!(run.phase, Phase::Draining | Phase::Cancelled) {
             run.abandoned.extend_from_slice(names);
         }
     }

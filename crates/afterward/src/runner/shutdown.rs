@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::shared::{Phase, Shared};
+use super::shared::{Phase, RunState, Shared};
 
 /// What [`Runner::shutdown`](crate::Runner::shutdown) had to give up on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
         }
         first
     };
+    // Parked workers are not needed any more.
+    shared.release_idle();
     if !first {
         // Another call is shutting the runner down, or did: its report has
         // the names.
@@ -39,44 +41,41 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
         return ShutdownReport::default();
     }
 
+    let mut shutting = Shutting {
+        shared,
+        done: false,
+    };
     // Drains running or waiting, and requests in flight that have tasks,
-    // get until the deadline.
-    let all_done = |run: &super::shared::RunState| {
-        run.running == 0 && run.waiting.is_empty() && run.open.is_empty()
+    // get until the deadline. The runner is closed in the same step that
+    // sees them all done, so no drain can start in between.
+    let all_done = |run: &mut RunState| {
+        let done = run.running == 0 && run.waiting.is_empty() && run.open.is_empty();
+        if done {
+            run.phase = Phase::Closed;
+        }
+        done
     };
     if tokio::time::timeout(deadline, shared.until(all_done))
         .await
         .is_err()
     {
-        let (waiting, open) = {
-            let mut run = shared.lock();
-            run.phase = Phase::Cancelled;
-            (
-                std::mem::take(&mut run.waiting),
-                std::mem::take(&mut run.open),
-            )
-        };
-        // Running drains stop at their next poll and abandon what is left.
-        shared.cancel.cancel();
-        for waiting in waiting {
-            shared.abandon_waiting(waiting);
-        }
-        for (_, queue) in open {
-            if let Some(queue) = queue.upgrade() {
-                shared.abandon_open(&queue);
-            }
-        }
-        shared.until(|run| run.running == 0).await;
+        shutting.cancel();
+        shared
+            .until(|run| {
+                let done = run.running == 0;
+                if done {
+                    run.phase = Phase::Closed;
+                }
+                done
+            })
+            .await;
     }
+    shutting.done = true;
 
-    let abandoned: Vec<&'static str> = {
-        let mut run = shared.lock();
-        run.phase = Phase::Closed;
-        std::mem::take(&mut run.abandoned)
-            .into_iter()
-            .map(|name| name.short())
-            .collect()
-    };
+    let abandoned: Vec<&'static str> = std::mem::take(&mut shared.lock().abandoned)
+        .into_iter()
+        .map(|name| name.short())
+        .collect();
     shared.wake_if_watched(shared.lock());
     if abandoned.is_empty() {
         tracing::info!("background task runner shut down; no task abandoned");
@@ -89,5 +88,68 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
     }
     ShutdownReport {
         abandoned_tasks: abandoned,
+    }
+}
+
+/// A shutdown in progress. If its future is dropped before it finished (an
+/// outer timeout, a `select!`, a task cancelled), the shutdown is cut short
+/// rather than left half done: what is left is cancelled at once, and the
+/// runner is closed.
+struct Shutting<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Shutting<'_> {
+    /// The deadline passed: every queue not finished is abandoned, and the
+    /// running drains are cancelled.
+    fn cancel(&self) {
+        let shared = self.shared;
+        let (waiting, open) = {
+            let mut run = shared.lock();
+            run.phase = Phase::Cancelled;
+            // Queues handed to parked workers that have not woken yet are
+            // abandoned with the waiting ones; their workers, woken, find
+            // nothing and end.
+            let handed = std::mem::take(&mut run.handed);
+            run.running -= handed.len();
+            let mut waiting = std::mem::take(&mut run.waiting);
+            waiting.extend(handed);
+            (waiting, std::mem::take(&mut run.open))
+        };
+        // Running drains stop at their next poll and abandon what is left.
+        shared.cancel.cancel();
+        for waiting in waiting {
+            shared.abandon_waiting(waiting);
+        }
+        for (_, queue) in open {
+            if let Some(queue) = queue.upgrade() {
+                shared.abandon_open(&queue);
+            }
+        }
+    }
+}
+
+impl Drop for Shutting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.shared.lock().phase == Phase::Draining {
+            self.cancel();
+        }
+        // Drains still stopping count what they abandon; their names are
+        // logged, since no report will be made.
+        let names = {
+            let mut run = self.shared.lock();
+            run.phase = Phase::Closed;
+            std::mem::take(&mut run.abandoned)
+        };
+        self.shared.wake_if_watched(self.shared.lock());
+        tracing::error!(
+            abandoned = names.len(),
+            tasks = ?names.iter().map(|name| name.short()).collect::<Vec<_>>(),
+            "background task runner shutdown was cut short (its future was dropped); what was left is cancelled"
+        );
     }
 }

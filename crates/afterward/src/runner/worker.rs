@@ -6,23 +6,38 @@
 
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::task::Poll;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
+use super::handle::ReportTo;
 use super::shared::Shared;
 use crate::drain::Drain;
 use crate::queue::Inner;
 use crate::quiet::take_message;
-use crate::report::DrainReport;
 
 /// A queue handed off, and where its report goes.
 pub(crate) struct Waiting {
     pub(crate) queue: Arc<Inner>,
-    pub(crate) report: Option<oneshot::Sender<DrainReport>>,
+    pub(crate) report: ReportTo,
+}
+
+/// What a worker does after a drain.
+pub(crate) enum Next {
+    Run(Waiting),
+    /// Wait, parked, for a queue to be handed over.
+    Park,
+    End,
+}
+
+/// What a worker was doing when it was dropped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Was {
+    Running,
+    Parked,
 }
 
 /// Set once, at a shutdown's deadline: every drain stops at its next poll.
@@ -54,14 +69,47 @@ impl Cancel {
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, first: Waiting) {
+/// A worker's whole life, starting with `first`.
+///
+/// The worker is made before the future is first polled: a runtime that is
+/// shutting down drops the future unpolled, and the worker's destructor must
+/// still account for the queue.
+pub(super) fn run(shared: Arc<Shared>, first: Waiting) -> impl Future<Output = ()> + Send {
     let mut worker = Worker {
         current: None,
         finished: false,
+        was: Was::Running,
         shared,
     };
     worker.start(first);
-    worker.work().await;
+    async move {
+        loop {
+            let result = {
+                let work = pin!(worker.work());
+                caught(work).await
+            };
+            match result {
+                Ok(()) => return,
+                // Tasks' panics are caught where they run. This one came
+                // from outside any task (a task timeout on a runtime without
+                // a time driver, or a tracing subscriber, say): it ends the
+                // current drain, which accounts for its tasks, and the
+                // worker goes on.
+                Err(message) => worker.recover(&message),
+            }
+        }
+    }
+}
+
+/// Polls `future`, turning a panic into `Err` with its message.
+async fn caught(mut future: Pin<&mut impl Future<Output = ()>>) -> Result<(), String> {
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => Poll::Ready(Err(take_message(payload))),
+        },
+    )
+    .await
 }
 
 /// Its destructor runs however the worker ends, and accounts for the drain
@@ -71,11 +119,12 @@ struct Worker {
     shared: Arc<Shared>,
     current: Option<Current>,
     finished: bool,
+    was: Was,
 }
 
 struct Current {
     drain: Drain,
-    report: Option<oneshot::Sender<DrainReport>>,
+    report: ReportTo,
 }
 
 impl Worker {
@@ -96,21 +145,10 @@ impl Worker {
                 if !shared.cancel.is_cancelled() {
                     let mut drain = pin!(current.drain.run());
                     // The drain is polled first, so a drain that is done is
-                    // not reported as cancelled. Tasks' panics are caught
-                    // inside it; one outside any task (a task timeout on a
-                    // runtime without a time driver, say) ends this drain,
-                    // which then accounts for its tasks, and not the worker.
+                    // not reported as cancelled.
                     poll_fn(|cx| {
-                        match catch_unwind(AssertUnwindSafe(|| drain.as_mut().poll(cx))) {
-                            Ok(Poll::Ready(())) => return Poll::Ready(()),
-                            Ok(Poll::Pending) => {}
-                            Err(payload) => {
-                                tracing::error!(
-                                    panic = %take_message(payload),
-                                    "a drain panicked outside its tasks; the tasks it had not finished are abandoned"
-                                );
-                                return Poll::Ready(());
-                            }
+                        if drain.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
                         }
                         cancelled.as_mut().poll(cx)
                     })
@@ -118,9 +156,22 @@ impl Worker {
                 }
             }
             self.finish_current();
-            match shared.next() {
-                Some(next) => self.start(next),
-                None => {
+            let mut parked = pin!(shared.wake.notified());
+            match shared.next(parked.as_mut()) {
+                Next::Run(next) => self.start(next),
+                Next::Park => {
+                    self.was = Was::Parked;
+                    parked.await;
+                    self.was = Was::Running;
+                    match shared.take_handed() {
+                        Some(next) => self.start(next),
+                        None => {
+                            self.finished = true;
+                            return;
+                        }
+                    }
+                }
+                Next::End => {
                     self.finished = true;
                     return;
                 }
@@ -128,14 +179,28 @@ impl Worker {
         }
     }
 
+    /// After a panic outside any task: ends the current drain, which
+    /// abandons what it did not finish. The log line and the drain's own
+    /// logs are user code too (a subscriber), so they are guarded as well.
+    fn recover(&mut self, message: &str) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            tracing::error!(
+                panic = %message,
+                "a drain panicked outside its tasks; the tasks it had not finished are abandoned"
+            );
+        }));
+        let _ = catch_unwind(AssertUnwindSafe(|| self.finish_current()));
+    }
+
     /// Ends the current drain (abandoning what it did not run, if it was cut
     /// short) and sends its report.
     fn finish_current(&mut self) {
         if let Some(mut current) = self.current.take() {
-            let report = current.drain.close();
-            if let Some(tx) = current.report {
-                let _ = tx.send(report);
-            }
+            // `close` does its bookkeeping before it logs; if a subscriber
+            // panics in its logs, the waiting handle still gets an answer.
+            let report =
+                catch_unwind(AssertUnwindSafe(|| current.drain.close())).unwrap_or_default();
+            current.report.send(current.drain.queue(), report);
         }
     }
 }
@@ -144,7 +209,7 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.finish_current();
         if !self.finished {
-            self.shared.worker_lost();
+            self.shared.worker_lost(self.was);
         }
     }
 }

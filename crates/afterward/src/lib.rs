@@ -83,6 +83,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod drain;
+mod job;
 mod queue;
 mod quiet;
 mod report;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::report::Kind;
+use crate::report::{DrainReport, Kind};
 
 /// Every task that reaches a runner is counted once in `received` and, in
 /// the end, once in exactly one of the outcome counters.
@@ -44,6 +44,17 @@ impl Counters {
             Kind::Rejected => &self.rejected,
         }
         .fetch_add(n, Relaxed);
+    }
+
+    /// Adds a drain's counts.
+    pub(crate) fn add(&self, report: &DrainReport) {
+        self.count(Kind::Completed, report.completed());
+        self.count(Kind::Failed, report.failed());
+        self.count(Kind::Panicked, report.panicked());
+        self.count(Kind::TimedOut, report.timed_out());
+        self.count(Kind::Skipped, report.skipped());
+        self.count(Kind::Abandoned, report.abandoned());
+        self.count(Kind::Rejected, report.rejected());
     }
 
     /// Counts tasks that arrive and are settled in one step: skipped,

@@ -9,143 +9,10 @@
 use std::any::type_name;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
 use tracing::Span;
 
-use crate::quiet::drop_quietly;
-
-/// What a finished task reports: `Err` carries the task's error, already
-/// formatted, so that error types need not be `Send`.
-pub(crate) type Outcome = Result<(), String>;
-
-/// A queued task: one box, which also holds what the task is reported
-/// with and its link in its queue, so that a queue is only a list of them.
-pub(crate) enum Task {
-    /// Runs on tokio's blocking pool.
-    Sync(Box<dyn SyncJob>),
-    /// Awaited on the runtime.
-    Async(Pin<Box<dyn AsyncJob>>),
-}
-
-/// What a task is reported with, and its place in its queue, kept in its
-/// job's box.
-pub(crate) struct Info {
-    /// The function's type name, shortened when shown.
-    pub(crate) name: &'static str,
-    /// The span that was current when the task was added.
-    pub(crate) parent: Span,
-    /// 1-based position in the queue, in insertion order.
-    pub(crate) position: usize,
-    /// The next task in the queue's list (see `queue::list`).
-    pub(crate) next: Option<Task>,
-}
-
-pub(crate) trait SyncJob: Send {
-    fn info(&self) -> &Info;
-    fn info_mut(&mut self) -> &mut Info;
-    fn run(self: Box<Self>) -> Outcome;
-}
-
-pub(crate) trait AsyncJob: Future<Output = Outcome> + Send {
-    fn info(&self) -> &Info;
-    fn info_mut(self: Pin<&mut Self>) -> &mut Info;
-}
-
-impl Task {
-    pub(crate) fn is_sync(&self) -> bool {
-        matches!(self, Task::Sync(_))
-    }
-
-    pub(crate) fn info(&self) -> &Info {
-        match self {
-            Task::Sync(job) => job.info(),
-            Task::Async(job) => job.as_ref().get_ref().info(),
-        }
-    }
-
-    pub(crate) fn info_mut(&mut self) -> &mut Info {
-        match self {
-            Task::Sync(job) => job.info_mut(),
-            Task::Async(job) => job.as_mut().info_mut(),
-        }
-    }
-
-    pub(crate) fn name(&self) -> TaskName {
-        TaskName(self.info().name)
-    }
-
-    /// The span that was current when the task was added.
-    pub(crate) fn parent(&self) -> &Span {
-        &self.info().parent
-    }
-
-    /// 1-based position in the queue, in insertion order.
-    pub(crate) fn position(&self) -> usize {
-        self.info().position
-    }
-
-    /// Drops a task that will not run, logging a destructor that panics
-    /// instead of letting the panic out.
-    pub(crate) fn discard(self) {
-        let (name, position) = (self.name(), self.position());
-        if let Some(message) = drop_quietly(self) {
-            tracing::error!(
-                task = name.short(),
-                position,
-                panic = %message,
-                "a background task that did not run panicked when it was dropped"
-            );
-        }
-    }
-}
-
-struct SyncTask<F> {
-    info: Info,
-    f: F,
-}
-
-impl<F: FnOnce() -> Outcome + Send> SyncJob for SyncTask<F> {
-    fn info(&self) -> &Info {
-        &self.info
-    }
-
-    fn info_mut(&mut self) -> &mut Info {
-        &mut self.info
-    }
-
-    fn run(self: Box<Self>) -> Outcome {
-        (self.f)()
-    }
-}
-
-pin_project! {
-    struct AsyncTask<Fut> {
-        info: Info,
-        #[pin]
-        future: Fut,
-    }
-}
-
-impl<Fut: Future<Output = Outcome> + Send> Future for AsyncTask<Fut> {
-    type Output = Outcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        self.project().future.poll(cx)
-    }
-}
-
-impl<Fut: Future<Output = Outcome> + Send> AsyncJob for AsyncTask<Fut> {
-    fn info(&self) -> &Info {
-        &self.info
-    }
-
-    fn info_mut(self: Pin<&mut Self>) -> &mut Info {
-        self.project().info
-    }
-}
+use crate::job::{Outcome, Task};
 
 /// Types a [`TaskOutput`] impl needs but users never name.
 ///
@@ -157,12 +24,15 @@ mod private {
     /// The queued form of a task; built by [`TaskOutput::into_job`].
     ///
     /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
-    pub struct JobSlot(pub(crate) super::Task);
+    pub struct JobSlot(pub(crate) crate::job::Task);
 
     /// What a task is reported with; given to [`TaskOutput::into_job`].
     ///
     /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
-    pub struct JobInfo(pub(crate) super::Info);
+    pub struct JobInfo {
+        pub(crate) name: &'static str,
+        pub(crate) parent: tracing::Span,
+    }
 
     /// Marker for functions that return `()` or `Result<T, E>`.
     pub enum Blocking {}
@@ -247,10 +117,9 @@ impl<R: TaskResult> TaskOutput<Blocking> for R {
     where
         F: FnOnce() -> Self + Send + 'static,
     {
-        JobSlot(Task::Sync(Box::new(SyncTask {
-            info: info.0,
-            f: move || f().into_outcome(),
-        })))
+        JobSlot(Task::sync(info.name, info.parent, move || {
+            f().into_outcome()
+        }))
     }
 }
 
@@ -267,10 +136,9 @@ where
         // The function is called on the first poll, not here: a closure that
         // returns a future may do work before it does, and that work belongs
         // to the task, not to the handler that queued it.
-        JobSlot(Task::Async(Box::pin(AsyncTask {
-            info: info.0,
-            future: async move { f().await.into_outcome() },
-        })))
+        JobSlot(Task::future(info.name, info.parent, async move {
+            f().await.into_outcome()
+        }))
     }
 }
 
@@ -328,76 +196,9 @@ pub(crate) fn task_of<F, Args, M>(func: F, args: Args, parent: Span) -> Task
 where
     F: TaskFn<Args, M>,
 {
-    let info = Info {
+    let info = JobInfo {
         name: type_name::<F>(),
         parent,
-        position: 0,
-        next: None,
     };
-    func.into_job(args, JobInfo(info)).0
-}
-
-// ===== task names =====
-
-/// The name of a task function: its `type_name`, shortened only when shown.
-///
-/// `my_app::mail::send_welcome` shows as `send_welcome`, and a closure
-/// `my_app::routes::register::{{closure}}` as `register::{{closure}}`, so the
-/// name still says where the closure was written. Naming a task at
-/// `add_task` costs nothing; the short form is a slice of the `'static` type
-/// name, taken when a log line or report needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskName(&'static str);
-
-impl TaskName {
-    pub(crate) fn short(self) -> &'static str {
-        short_name(self.0)
-    }
-}
-
-fn short_name(full: &'static str) -> &'static str {
-    let bytes = full.as_bytes();
-    // Only the path before any generic arguments is shortened.
-    let path_end = bytes.iter().position(|&b| b == b'<').unwrap_or(bytes.len());
-    let is_name = |at: usize| at < path_end && bytes[at] != b'{';
-    let (mut start, mut segment, mut i) = (0, 0, 0);
-    while i + 1 < path_end {
-        if bytes[i] == b':' && bytes[i + 1] == b':' {
-            if is_name(segment) {
-                start = segment;
-            }
-            segment = i + 2;
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    if is_name(segment) {
-        start = segment;
-    }
-    &full[start..]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::short_name;
-
-    #[test]
-    fn short_names() {
-        assert_eq!(short_name("send_welcome"), "send_welcome");
-        assert_eq!(short_name("my_app::mail::send_welcome"), "send_welcome");
-        assert_eq!(
-            short_name("my_app::routes::register::{{closure}}"),
-            "register::{{closure}}"
-        );
-        assert_eq!(
-            short_name("app::main::{{closure}}::{{closure}}"),
-            "main::{{closure}}::{{closure}}"
-        );
-        assert_eq!(
-            short_name("app::log<alloc::string::String>"),
-            "log<alloc::string::String>"
-        );
-        assert_eq!(short_name("{{closure}}"), "{{closure}}");
-    }
+    func.into_job(args, info).0
 }

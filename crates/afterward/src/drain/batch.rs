@@ -7,9 +7,9 @@ use tracing::{Dispatch, Span};
 
 use super::run::{Ran, run_sync, task_span};
 use super::{Ctx, release};
+use crate::job::TaskName;
 use crate::queue::{Fate, Inner};
 use crate::report::{FailurePolicy, Kind};
-use crate::task::{Task, TaskName};
 
 /// A run of consecutive sync tasks, sent to the blocking pool in one trip.
 ///
@@ -55,10 +55,7 @@ impl Batch {
             };
             let span = task_span(&task);
             let name = task.name();
-            let Task::Sync(func) = task else {
-                unreachable!("only sync jobs are taken above");
-            };
-            let ran = span.in_scope(|| run_sync(func, self.ctx.timeout));
+            let ran = span.in_scope(|| run_sync(task, self.ctx.timeout));
             if !self.finish(&span, name, &ran) {
                 return;
             }

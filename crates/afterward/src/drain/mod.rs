@@ -13,10 +13,10 @@ use tokio::time::{Instant, Sleep};
 use tracing::Dispatch;
 
 use self::batch::Batch;
-use self::run::{Guarded, RunAsync, task_span};
+use self::run::{Guarded, RunAsync, Tally, task_span};
+use crate::job::{Task, TaskName};
 use crate::queue::{Fate, Host, Inner};
 use crate::report::{DrainReport, FailurePolicy, Kind};
-use crate::task::{Task, TaskName};
 
 /// The settings a drain runs with, and the runner it reports to, if any.
 #[derive(Clone)]
@@ -74,6 +74,8 @@ pub(crate) struct Drain {
     /// The timer of the task timeout, made at the first task that needs it
     /// and reset for each one after.
     timer: Option<Pin<Box<Sleep>>>,
+    /// This drain's own counts not yet published to the runner.
+    tally: Tally,
 }
 
 enum Step {
@@ -84,6 +86,7 @@ enum Step {
 
 impl Drain {
     pub(crate) fn new(queue: Arc<Inner>, ctx: Ctx) -> Drain {
+        let tally = Tally::new(ctx.host.clone());
         Drain {
             queue,
             ctx,
@@ -94,6 +97,7 @@ impl Drain {
             in_flight: None,
             failed: false,
             timer: None,
+            tally,
         }
     }
 
@@ -159,10 +163,10 @@ impl Drain {
                 {
                     let skipped: Vec<Task> = state.tasks.take_all();
                     self.report.add(Kind::Skipped, skipped.len());
-                    self.ctx.count(Kind::Skipped, skipped.len());
+                    self.tally.add(Kind::Skipped, skipped.len());
                     Step::Skip(skipped)
                 } else {
-                    match state.tasks.front() {
+                    match state.tasks.pop_front() {
                         None => {
                             // Decided under the lock that tasks arrive under:
                             // a task added from now on starts a new drain.
@@ -175,13 +179,14 @@ impl Drain {
                             break;
                         }
                         Some(task) if task.is_sync() => {
+                            // The batch takes it from the queue itself.
+                            state.tasks.push_front(task);
                             state.holders += 1;
                             // The batch must see this drain's failures too.
                             state.failed |= self.failed;
                             Step::Sync
                         }
-                        Some(_) => {
-                            let task = state.tasks.pop_front().expect("front was Some");
+                        Some(task) => {
                             state.forget_if_emptied();
                             self.in_flight = Some((task.name(), task.position()));
                             Step::Async(task)
@@ -192,6 +197,7 @@ impl Drain {
             match step {
                 Step::Async(task) => self.run_async(task).await,
                 Step::Sync => {
+                    self.tally.publish();
                     let batch = Batch {
                         queue: self.queue.clone(),
                         ctx: self.ctx.clone(),
@@ -233,11 +239,7 @@ impl Drain {
     async fn run_async(&mut self, task: Task) {
         let span = task_span(&task);
         let name = task.name();
-        let Task::Async(future) = task else {
-            // `run` only hands over async jobs; a sync job here would be a bug
-            // in this module, and running it inline would block the runtime.
-            unreachable!("sync job given to run_async");
-        };
+        debug_assert!(!task.is_sync(), "a sync task given to run_async");
         let timer = self.ctx.timeout.map(|limit| {
             let deadline = Instant::now() + limit;
             let timer = match &mut self.timer {
@@ -250,16 +252,17 @@ impl Drain {
             (limit, timer.as_mut())
         });
         let ran = RunAsync {
-            guarded: Guarded::new(future, name),
+            guarded: Guarded::new(task, name),
             span: &span,
             timer,
+            tally: &mut self.tally,
         }
         .await;
         self.in_flight = None;
         let kind = ran.kind();
         self.report.add(kind, 1);
         self.failed |= kind != Kind::Completed;
-        self.ctx.count(kind, 1);
+        self.tally.add(kind, 1);
         span.in_scope(|| ran.log(name));
     }
 
@@ -320,6 +323,7 @@ impl Drain {
         // The bookkeeping comes before any log line: a tracing subscriber is
         // user code, and if it panics, the queue must still be let go and
         // the tasks counted.
+        self.tally.publish();
         if let (Some(host), true) = (&self.ctx.host, in_flight.is_some() || !rest.is_empty()) {
             let names: Vec<TaskName> = in_flight
                 .iter()

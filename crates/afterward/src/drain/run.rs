@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 use tracing::Span;
 
-use crate::queue::Task;
+use crate::job::{Outcome, Task, TaskName};
 use crate::quiet::{drop_quietly, take_message};
 use crate::report::Kind;
-use crate::task::{AsyncJob, Outcome, SyncJob, TaskName};
 
 /// How a task that was started ended.
 pub(crate) enum Ran {
@@ -101,8 +100,6 @@ pub(crate) fn task_span(task: &Task) -> Span {
 
 // ===== async tasks =====
 
-type BoxFuture = Pin<Box<dyn AsyncJob>>;
-
 /// An async task's future, with every poll and every drop guarded.
 ///
 /// A panic anywhere in the task is caught at the poll that raised it. The
@@ -112,7 +109,7 @@ type BoxFuture = Pin<Box<dyn AsyncJob>>;
 /// blocking HTTP clients do) panic when dropped on a worker thread; that
 /// must not take the drain down.
 pub(crate) struct Guarded {
-    future: Option<BoxFuture>,
+    future: Option<Task>,
     name: TaskName,
 }
 
@@ -121,22 +118,31 @@ impl Future for Guarded {
     type Output = Result<Outcome, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(future) = self.future.as_mut() else {
+        let slot = &mut self.future;
+        if slot.is_none() {
             return Poll::Ready(Err("polled after it finished".to_owned()));
-        };
-        let result = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(outcome)) => Ok(outcome),
-            Err(payload) => Err(take_message(payload)),
-        };
-        let dropped = drop_quietly(self.future.take());
-        Poll::Ready(match (result, dropped) {
-            (result, None) => result,
-            (Ok(_), Some(message)) => Err(format!("panicked when dropped: {message}")),
-            (Err(message), Some(second)) => Err(format!(
-                "{message} (then panicked again when dropped: {second})"
-            )),
-        })
+        }
+        // A finished future is dropped inside the same guard as its polls:
+        // its destructor's panic counts as the task's.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let future = slot.as_mut().expect("checked above");
+            let poll = future.poll_run(cx);
+            if poll.is_ready() {
+                *slot = None;
+            }
+            poll
+        }));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
+            Err(payload) => {
+                let mut message = take_message(payload);
+                if let Some(second) = drop_quietly(slot.take()) {
+                    message.push_str(&format!(" (then panicked again when dropped: {second})"));
+                }
+                Poll::Ready(Err(message))
+            }
+        }
     }
 }
 
@@ -160,7 +166,7 @@ impl Guarded {
 }
 
 impl Guarded {
-    pub(crate) fn new(future: BoxFuture, name: TaskName) -> Guarded {
+    pub(crate) fn new(future: Task, name: TaskName) -> Guarded {
         Guarded {
             future: Some(future),
             name,
@@ -177,6 +183,44 @@ pub(crate) struct RunAsync<'a> {
     pub(crate) guarded: Guarded,
     pub(crate) span: &'a Span,
     pub(crate) timer: Option<(Duration, Pin<&'a mut Sleep>)>,
+    /// The drain's counts not yet published, published whenever the task
+    /// has to wait: see `Tally`.
+    pub(crate) tally: &'a mut Tally,
+}
+
+/// A drain's counts of its own async tasks and skips, published to the
+/// runner's counters in batches: whenever the drain is about to wait, and
+/// when it closes. The counters then agree with the drain by the time it
+/// ends, and a run of quick tasks costs one update of the shared counters,
+/// not one per task.
+pub(crate) struct Tally {
+    pub(crate) host: Option<std::sync::Arc<dyn crate::queue::Host>>,
+    unpublished: crate::report::DrainReport,
+    any: bool,
+}
+
+impl Tally {
+    pub(crate) fn new(host: Option<std::sync::Arc<dyn crate::queue::Host>>) -> Tally {
+        Tally {
+            host,
+            unpublished: crate::report::DrainReport::default(),
+            any: false,
+        }
+    }
+
+    pub(crate) fn add(&mut self, kind: Kind, n: usize) {
+        if self.host.is_some() {
+            self.unpublished.add(kind, n);
+            self.any = true;
+        }
+    }
+
+    pub(crate) fn publish(&mut self) {
+        if let (true, Some(host)) = (self.any, &self.host) {
+            host.counters().add(&std::mem::take(&mut self.unpublished));
+            self.any = false;
+        }
+    }
 }
 
 impl Future for RunAsync<'_> {
@@ -201,17 +245,17 @@ impl Future for RunAsync<'_> {
                 });
             }
         }
+        this.tally.publish();
         Poll::Pending
     }
 }
 
 // ===== sync tasks =====
 
-pub(crate) fn run_sync(job: Box<dyn SyncJob>, timeout: Option<Duration>) -> Ran {
+pub(crate) fn run_sync(mut task: Task, timeout: Option<Duration>) -> Ran {
     let started = timeout.map(|_| Instant::now());
-    // The job owns its captures, so they are dropped inside the guard when
-    // it returns.
-    let ran = match catch_unwind(AssertUnwindSafe(move || job.run())) {
+    // The task owns its captures, and is dropped inside the guard too.
+    let ran = match catch_unwind(AssertUnwindSafe(move || task.run())) {
         Ok(outcome) => Ran::from_outcome(outcome),
         Err(payload) => Ran::Panicked(take_message(payload)),
     };

@@ -7,7 +7,7 @@
 //! and leave from `front`, oldest first; when `front` runs out, `back` is
 //! reversed onto it. Each task is moved that way once.
 
-use crate::task::Task;
+use crate::job::Task;
 
 #[derive(Default)]
 pub(crate) struct TaskList {
@@ -56,14 +56,6 @@ impl TaskList {
         self.front = take_next(&mut task);
         self.len -= 1;
         Some(task)
-    }
-
-    /// The oldest task, if any.
-    pub(crate) fn front(&mut self) -> Option<&Task> {
-        if self.front.is_none() {
-            self.turn();
-        }
-        self.front.as_ref()
     }
 
     /// Every task, oldest first, leaving the list empty.
@@ -119,7 +111,8 @@ mod tests {
     use tracing::Span;
 
     use super::TaskList;
-    use crate::task::{Task, task_of};
+    use crate::job::Task;
+    use crate::task::task_of;
 
     fn task() -> Task {
         task_of(|| (), (), Span::none())
@@ -147,7 +140,9 @@ mod tests {
             popped.push(list.pop_front().unwrap().position());
         }
         let first = list.pop_front().unwrap();
-        assert_eq!(list.front().map(Task::position), Some(first.position() + 1));
+        let second = list.pop_front().unwrap();
+        assert_eq!(second.position(), first.position() + 1);
+        list.push_front(second);
         list.push_front(first);
         popped.extend(list.take_all().iter().map(Task::position));
         assert_eq!(popped, (1..next).collect::<Vec<_>>());

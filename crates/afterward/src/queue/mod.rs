@@ -10,8 +10,8 @@ use tracing::Span;
 
 pub(crate) use self::state::{Awaited, Fate, Host, Inner, Registration, State, TaskNames};
 use crate::drain::{Ctx, Drain};
+pub(crate) use crate::job::Task;
 use crate::report::{DrainReport, Kind};
-pub(crate) use crate::task::Task;
 use crate::task::{self, TaskFn};
 
 /// A per-request queue of background tasks.

@@ -7,9 +7,9 @@ use std::task::Waker;
 use tokio::sync::Notify;
 
 use super::list::TaskList;
+use crate::job::TaskName;
 use crate::report::DrainReport;
 use crate::stats::Counters;
-use crate::task::TaskName;
 
 /// What a queue needs from the runner it belongs to.
 ///

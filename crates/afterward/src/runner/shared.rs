@@ -16,10 +16,10 @@ use super::builder::Settings;
 use super::handle::ReportTo;
 use super::worker::{self, Cancel, Next, Waiting, Was};
 use crate::drain::Ctx;
+use crate::job::TaskName;
 use crate::queue::{Fate, Host, Inner, Registration, State, Task};
 use crate::report::{DrainReport, Kind};
 use crate::stats::Counters;
-use crate::task::TaskName;
 
 pub(crate) struct Shared {
     pub(super) handle: Handle,

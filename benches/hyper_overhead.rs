@@ -3,6 +3,12 @@
 //! `TaskService` with 0, 1 and 10 tasks, and the pattern users write today
 //! (`tokio::spawn` in the handler).
 //!
+//! Client and server share the process and its two worker threads, so the
+//! load is CPU-bound. Each round measures wall-clock throughput and the
+//! process's CPU time per request (which the machine's other tenants do not
+//! disturb); cases alternate round by round, and a case's ratio to its
+//! baseline is the median of the per-round ratios.
+//!
 //! ```text
 //! cargo bench --bench hyper_overhead [-- FILTER] [--quick] [--json PATH]
 //! ```
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant};
 use afterward::{Runner, TaskQueue};
 use afterward_hyper::TaskService;
 use bytes::Bytes;
+use cpu_time::ProcessTime;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -174,13 +181,15 @@ async fn round(addr: SocketAddr, requests: usize) -> (f64, Vec<f64>) {
 
 struct Results {
     throughput: Vec<f64>,
+    /// Requests per second of process CPU time.
+    cpu_throughput: Vec<f64>,
     latencies: Vec<f64>,
     allocs_per_request: Vec<f64>,
 }
 
 fn main() {
     let mut bench = Bench::from_args(
-        "hyper_overhead: 32 HTTP/1 keep-alive connections, 7 interleaved rounds of 12,800 requests (3 of 3,200 with --quick)",
+        "hyper_overhead: 32 HTTP/1 keep-alive connections, 9 interleaved rounds of 12,800 requests (3 of 3,200 with --quick)",
     );
     let cases: Vec<Case> = Case::ALL
         .into_iter()
@@ -194,7 +203,7 @@ fn main() {
     if cases.is_empty() {
         return;
     }
-    let (rounds, requests) = if bench.quick { (3, 3_200) } else { (7, 12_800) };
+    let (rounds, requests) = if bench.quick { (3, 3_200) } else { (9, 12_800) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -218,6 +227,7 @@ fn main() {
         .iter()
         .map(|_| Results {
             throughput: Vec::new(),
+            cpu_throughput: Vec::new(),
             latencies: Vec::new(),
             allocs_per_request: Vec::new(),
         })
@@ -226,13 +236,16 @@ fn main() {
     // affects them alike.
     for _ in 0..rounds {
         for (i, &(_, addr)) in servers.iter().enumerate() {
+            let cpu = ProcessTime::now();
             let ((per_second, latencies), allocs) = allocations(|| {
                 let result = rt.block_on(round(addr, requests));
                 // Tasks still queued belong to this round's cost.
                 rt.block_on(runner.wait_idle());
                 result
             });
+            let cpu = cpu.elapsed().as_secs_f64();
             results[i].throughput.push(per_second);
+            results[i].cpu_throughput.push(requests as f64 / cpu);
             results[i].latencies.extend(latencies);
             results[i]
                 .allocs_per_request
@@ -243,48 +256,73 @@ fn main() {
 
     let index = |case: Case| cases.iter().position(|&c| c == case);
     for (i, &case) in cases.iter().enumerate() {
-        let r = &mut results[i];
-        r.latencies.sort_by(f64::total_cmp);
-        let throughput = Sample::new(r.throughput.clone());
-        let allocs = Sample::new(r.allocs_per_request.clone());
-        let p50 = Sample::new(vec![percentile(&r.latencies, 50.0)]);
-        let p99 = Sample::new(vec![percentile(&r.latencies, 99.0)]);
-        let base = case.baseline().and_then(index).map(|b| {
-            let mut lat = results[b].latencies.clone();
-            lat.sort_by(f64::total_cmp);
-            (
-                cases[b].name(),
-                Sample::new(results[b].throughput.clone()),
-                Sample::new(results[b].allocs_per_request.clone()),
-                Sample::new(vec![percentile(&lat, 50.0)]),
-                Sample::new(vec![percentile(&lat, 99.0)]),
-            )
-        });
         let name = case.name();
-        bench.report_higher(
-            &format!("{name}: throughput"),
-            "req/s",
-            &throughput,
-            base.as_ref().map(|b| (b.0, &b.1)),
-        );
-        bench.report(
-            &format!("{name}: p50 latency"),
-            "µs",
-            &p50,
-            base.as_ref().map(|b| (b.0, &b.3)),
-        );
-        bench.report(
-            &format!("{name}: p99 latency"),
-            "µs",
-            &p99,
-            base.as_ref().map(|b| (b.0, &b.4)),
-        );
-        bench.report(
-            &format!("{name}: allocations per request"),
-            "allocs",
-            &allocs,
-            base.as_ref().map(|b| (b.0, &b.2)),
-        );
+        let base = case.baseline().and_then(index);
+        let r = &results[i];
+        let mut latencies = r.latencies.clone();
+        latencies.sort_by(f64::total_cmp);
+        let allocs = Sample::new(r.allocs_per_request.clone());
+        let p50 = Sample::new(vec![percentile(&latencies, 50.0)]);
+        let p99 = Sample::new(vec![percentile(&latencies, 99.0)]);
+        match base {
+            Some(b) => {
+                let (base_name, base) = (cases[b].name(), &results[b]);
+                bench.report_paired_higher(
+                    &format!("{name}: throughput"),
+                    "req/s",
+                    &r.throughput,
+                    (base_name, &base.throughput),
+                );
+                bench.report_paired_higher(
+                    &format!("{name}: throughput per CPU-second"),
+                    "req/s",
+                    &r.cpu_throughput,
+                    (base_name, &base.cpu_throughput),
+                );
+                let mut base_latencies = base.latencies.clone();
+                base_latencies.sort_by(f64::total_cmp);
+                let base_p50 = Sample::new(vec![percentile(&base_latencies, 50.0)]);
+                let base_p99 = Sample::new(vec![percentile(&base_latencies, 99.0)]);
+                let base_allocs = Sample::new(base.allocs_per_request.clone());
+                bench.report(
+                    &format!("{name}: p50 latency"),
+                    "µs",
+                    &p50,
+                    Some((base_name, &base_p50)),
+                );
+                bench.report(
+                    &format!("{name}: p99 latency"),
+                    "µs",
+                    &p99,
+                    Some((base_name, &base_p99)),
+                );
+                bench.report(
+                    &format!("{name}: allocations per request"),
+                    "allocs",
+                    &allocs,
+                    Some((base_name, &base_allocs)),
+                );
+            }
+            None => {
+                let throughput = Sample::new(r.throughput.clone());
+                let cpu_throughput = Sample::new(r.cpu_throughput.clone());
+                bench.report_higher(&format!("{name}: throughput"), "req/s", &throughput, None);
+                bench.report_higher(
+                    &format!("{name}: throughput per CPU-second"),
+                    "req/s",
+                    &cpu_throughput,
+                    None,
+                );
+                bench.report(&format!("{name}: p50 latency"), "µs", &p50, None);
+                bench.report(&format!("{name}: p99 latency"), "µs", &p99, None);
+                bench.report(
+                    &format!("{name}: allocations per request"),
+                    "allocs",
+                    &allocs,
+                    None,
+                );
+            }
+        }
     }
     let stats = runner.stats();
     assert_eq!(stats.tasks_received(), stats.accounted());

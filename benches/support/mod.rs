@@ -78,8 +78,18 @@ struct Row {
     median: f64,
     spread: f64,
     baseline: Option<(String, f64)>,
+    /// The ratio to the baseline, when it is not simply the ratio of the
+    /// medians: the median of ratios taken round by round.
+    ratio: Option<f64>,
     /// Whether more is better (throughput) or worse (time).
     higher_is_better: bool,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.ratio
+            .or_else(|| self.baseline.as_ref().map(|(_, v)| self.median / v))
+    }
 }
 
 pub struct Bench {
@@ -187,6 +197,36 @@ impl Bench {
         self.push(name, unit, sample, baseline, true);
     }
 
+    /// Records a throughput-like figure measured in rounds that alternate
+    /// with its baseline's: the ratio is the median of the per-round ratios,
+    /// which cancels most of the drift of a shared machine.
+    pub fn report_paired_higher(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        sample: &[f64],
+        baseline: (&str, &[f64]),
+    ) {
+        let ratios: Vec<f64> = sample
+            .iter()
+            .zip(baseline.1)
+            .map(|(case, base)| case / base)
+            .collect();
+        let ratio = Sample::new(ratios).median();
+        self.push_row(Row {
+            name: name.to_owned(),
+            unit,
+            median: Sample::new(sample.to_vec()).median(),
+            spread: Sample::new(sample.to_vec()).spread(),
+            baseline: Some((
+                baseline.0.to_owned(),
+                Sample::new(baseline.1.to_vec()).median(),
+            )),
+            ratio: Some(ratio),
+            higher_is_better: true,
+        });
+    }
+
     fn push(
         &mut self,
         name: &str,
@@ -195,14 +235,18 @@ impl Bench {
         baseline: Option<(&str, &Sample)>,
         higher_is_better: bool,
     ) {
-        let row = Row {
+        self.push_row(Row {
             name: name.to_owned(),
             unit,
             median: sample.median(),
             spread: sample.spread(),
             baseline: baseline.map(|(n, s)| (n.to_owned(), s.median())),
+            ratio: None,
             higher_is_better,
-        };
+        });
+    }
+
+    fn push_row(&mut self, row: Row) {
         eprintln!("  {}", format_row(&row));
         self.rows.push(row);
     }
@@ -219,12 +263,12 @@ impl Bench {
         println!("| case | median | spread | baseline | ratio |");
         println!("|---|---:|---:|---|---:|");
         for row in &self.rows {
-            let (baseline, ratio) = match &row.baseline {
-                Some((name, value)) => (
+            let (baseline, ratio) = match (&row.baseline, row.ratio()) {
+                (Some((name, value)), Some(ratio)) => (
                     format!("{name} ({})", fmt_value(*value, row.unit)),
-                    format!("{:.2}×", row.median / value),
+                    format!("{ratio:.2}×"),
                 ),
-                None => ("—".to_owned(), "1.00×".to_owned()),
+                _ => ("—".to_owned(), "1.00×".to_owned()),
             };
             println!(
                 "| {} | {} | ±{:.0}% | {} | {} |",
@@ -242,10 +286,7 @@ impl Bench {
                     Some((n, v)) => (format!("\"{n}\""), format!("{v}")),
                     None => ("null".to_owned(), "null".to_owned()),
                 };
-                let ratio = row
-                    .baseline
-                    .as_ref()
-                    .map_or("null".to_owned(), |(_, v)| format!("{}", row.median / v));
+                let ratio = row.ratio().map_or("null".to_owned(), |r| format!("{r}"));
                 let _ = writeln!(
                     out,
                     "{{\"bench\":\"{}\",\"name\":\"{}\",\"unit\":\"{}\",\"median\":{},\"spread\":{},\"baseline_name\":{},\"baseline\":{},\"ratio\":{},\"higher_is_better\":{}}}",
@@ -278,9 +319,10 @@ fn fmt_value(value: f64, unit: &str) -> String {
 }
 
 fn format_row(row: &Row) -> String {
-    let base = row.baseline.as_ref().map_or(String::new(), |(n, v)| {
-        format!("  vs {n}: {:.2}×", row.median / v)
-    });
+    let base = match (&row.baseline, row.ratio()) {
+        (Some((n, _)), Some(ratio)) => format!("  vs {n}: {ratio:.2}×"),
+        _ => String::new(),
+    };
     format!(
         "{:<44} {:>14} ±{:>3.0}%{base}",
         row.name,

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use afterward::{Runner, TaskQueue};
-use support::{Bench, Sample, allocations};
+use support::{Bench, Sample, allocations, net_bytes};
 use tokio::runtime::Runtime;
 
 const SIZES: [usize; 4] = [1, 10, 100, 10_000];
@@ -45,6 +45,7 @@ fn main() {
         sync_tasks(&mut bench, &rt, n);
     }
     allocation_counts(&mut bench, &rt);
+    waiting_queue_bytes(&mut bench);
     bench.finish();
 }
 
@@ -248,11 +249,6 @@ fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
     bench.report(floor_name, "allocs", &floor, None);
     let count_enqueue = |add: &dyn Fn(&TaskQueue, u64)| {
         let queue = TaskQueue::new();
-        // Grow the queue's buffer first: that is not a per-task cost.
-        for i in 0..N as u64 {
-            add(&queue, i);
-        }
-        run_untimed(&queue);
         let (_, count) = allocations(|| {
             for i in 0..N as u64 {
                 add(&queue, i);
@@ -290,6 +286,71 @@ fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
             Some((floor_name, &floor)),
         );
     }
+}
+
+/// What a queue waiting for a drain slot costs the runner, beyond the
+/// queue and its tasks: 10,000 one-task queues handed to a runner whose
+/// only slot is taken, the bytes allocated by the hand-offs counted.
+fn waiting_queue_bytes(bench: &mut Bench) {
+    const N: usize = 10_000;
+    let name = "waiting/bytes per waiting queue";
+    let queue_name = "waiting/bytes of a queue with one task";
+    if !bench.wants_any([name, queue_name]) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runner = rt.block_on(async {
+        Runner::builder()
+            .max_concurrent_drains(1)
+            .max_backlog(N + 1)
+            .build()
+    });
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, is_started) = std::sync::mpsc::channel();
+    let holder = TaskQueue::new();
+    holder.add_task(
+        move || {
+            started.send(()).unwrap();
+            released.recv().unwrap();
+        },
+        (),
+    );
+    runner.spawn(holder);
+    is_started.recv().unwrap();
+
+    let (queues, queue_bytes) = net_bytes(|| {
+        (0..N)
+            .map(|_| {
+                let queue = TaskQueue::new();
+                queue.add_task(noop_async, ());
+                queue
+            })
+            .collect::<Vec<_>>()
+    });
+    let (_, waiting_bytes) = net_bytes(|| {
+        for queue in queues {
+            drop(runner.spawn(queue));
+        }
+    });
+    assert_eq!(runner.stats().drains_waiting(), N);
+    bench.report(
+        queue_name,
+        "B",
+        &Sample::new(vec![queue_bytes as f64 / N as f64]),
+        None,
+    );
+    bench.report(
+        name,
+        "B",
+        &Sample::new(vec![waiting_bytes as f64 / N as f64]),
+        None,
+    );
+    release.send(()).unwrap();
+    rt.block_on(runner.wait_idle());
 }
 
 fn add_async(queue: &TaskQueue) {

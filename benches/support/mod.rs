@@ -28,6 +28,17 @@ pub fn allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (result, region.change().allocations)
 }
 
+/// Bytes allocated and not freed while `f` runs, on all threads.
+pub fn net_bytes<R>(f: impl FnOnce() -> R) -> (R, isize) {
+    let region = Region::new(GLOBAL);
+    let result = f();
+    let change = region.change();
+    (
+        result,
+        change.bytes_allocated as isize - change.bytes_deallocated as isize,
+    )
+}
+
 /// One measured case: per-operation figures, one per sample.
 #[derive(Clone, Debug)]
 pub struct Sample {

@@ -40,6 +40,7 @@ use crate::{DisconnectPolicy, TaskService};
 pub struct TaskLayer {
     runner: Runner,
     on_disconnect: DisconnectPolicy,
+    backpressure: bool,
 }
 
 impl TaskLayer {
@@ -48,6 +49,7 @@ impl TaskLayer {
         TaskLayer {
             runner,
             on_disconnect: DisconnectPolicy::default(),
+            backpressure: false,
         }
     }
 
@@ -56,12 +58,52 @@ impl TaskLayer {
         self.on_disconnect = policy;
         self
     }
+
+    /// See [`TaskService::backpressure`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use afterward::{Runner, TaskQueue};
+    /// use afterward_hyper::TaskLayer;
+    /// use axum::error_handling::HandleErrorLayer;
+    /// use axum::http::StatusCode;
+    /// use axum::{BoxError, Extension, Router, routing::post};
+    /// use tower::ServiceBuilder;
+    ///
+    /// async fn order(Extension(tasks): Extension<TaskQueue>) -> &'static str {
+    ///     tasks.add_task(|| println!("send the receipt"), ());
+    ///     "ordered"
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let runner = Runner::builder().max_backlog(1_000).build();
+    /// let app: Router = Router::new().route("/order", post(order)).layer(
+    ///     ServiceBuilder::new()
+    ///         // A full backlog answers 503 rather than taking the request.
+    ///         .layer(HandleErrorLayer::new(|_: BoxError| async {
+    ///             StatusCode::SERVICE_UNAVAILABLE
+    ///         }))
+    ///         .load_shed()
+    ///         .layer(TaskLayer::new(runner).backpressure(true)),
+    /// );
+    /// # let _ = app;
+    /// # }
+    /// ```
+    ///
+    pub fn backpressure(mut self, on: bool) -> TaskLayer {
+        self.backpressure = on;
+        self
+    }
 }
 
 impl<S> Layer<S> for TaskLayer {
     type Service = TaskService<S>;
 
     fn layer(&self, inner: S) -> TaskService<S> {
-        TaskService::new(inner, self.runner.clone()).on_disconnect(self.on_disconnect)
+        TaskService::new(inner, self.runner.clone())
+            .on_disconnect(self.on_disconnect)
+            .backpressure(self.backpressure)
     }
 }

@@ -75,6 +75,7 @@ pub struct TaskService<S> {
     inner: S,
     runner: Runner,
     on_disconnect: DisconnectPolicy,
+    backpressure: bool,
 }
 
 impl<S> TaskService<S> {
@@ -84,6 +85,7 @@ impl<S> TaskService<S> {
             inner,
             runner,
             on_disconnect: DisconnectPolicy::default(),
+            backpressure: false,
         }
     }
 
@@ -91,6 +93,27 @@ impl<S> TaskService<S> {
     /// it was finished. Defaults to [`DisconnectPolicy::Run`].
     pub fn on_disconnect(mut self, policy: DisconnectPolicy) -> TaskService<S> {
         self.on_disconnect = policy;
+        self
+    }
+
+    /// With `true`, tower's `poll_ready` is not ready while the runner's
+    /// backlog is full (see `RunnerBuilder::max_backlog` and
+    /// [`Runner::poll_capacity`]). Off by default: a request is then always
+    /// taken, and tasks that do not fit are refused and counted `rejected`.
+    ///
+    /// Put a load shedder or a buffer in front to choose what a full backlog
+    /// means: with `tower::load_shed`, requests are answered at once with an
+    /// error (a 503 through axum's `HandleErrorLayer`); with
+    /// `tower::buffer`, they wait until there is room. Only tower's
+    /// `Service` has `poll_ready`: with hyper alone this setting does
+    /// nothing.
+    ///
+    /// See [`TaskLayer::backpressure`](crate::TaskLayer::backpressure) for
+    /// an example with axum.
+    ///
+    /// [`Runner::poll_capacity`]: afterward::Runner::poll_capacity
+    pub fn backpressure(mut self, on: bool) -> TaskService<S> {
+        self.backpressure = on;
         self
     }
 
@@ -145,6 +168,7 @@ impl<S: fmt::Debug> fmt::Debug for TaskService<S> {
         f.debug_struct("TaskService")
             .field("inner", &self.inner)
             .field("on_disconnect", &self.on_disconnect)
+            .field("backpressure", &self.backpressure)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +202,9 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.backpressure {
+            ready!(self.runner.poll_capacity(cx));
+        }
         self.inner.poll_ready(cx)
     }
 

@@ -64,6 +64,19 @@ impl Counters {
         self.count(kind, n);
     }
 
+    /// Tasks received and not yet counted in an outcome: waiting, or
+    /// running. Read without a lock, so only an estimate while tasks move.
+    pub(crate) fn outstanding(&self) -> usize {
+        let settled = self.completed.load(Relaxed)
+            + self.failed.load(Relaxed)
+            + self.panicked.load(Relaxed)
+            + self.timed_out.load(Relaxed)
+            + self.skipped.load(Relaxed)
+            + self.abandoned.load(Relaxed)
+            + self.rejected.load(Relaxed);
+        self.received.load(Relaxed).saturating_sub(settled)
+    }
+
     pub(crate) fn snapshot(&self, drains_running: usize, drains_waiting: usize) -> Stats {
         Stats {
             tasks_received: self.received.load(Relaxed),

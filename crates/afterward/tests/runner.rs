@@ -440,7 +440,8 @@ async fn wait_idle_returns_at_once_when_idle_and_debug_shows_settings() {
         .build();
     runner.wait_idle().await;
     let debug = format!("{runner:?}");
-    assert!(debug.contains("max_concurrent_drains: Some(4)"), "{debug}");
+    assert!(debug.contains("max_concurrent_drains: 4"), "{debug}");
+    assert!(debug.contains("max_backlog: 10000"), "{debug}");
     assert!(debug.contains("task_timeout: Some(1s)"), "{debug}");
     assert_eq!(runner.spawn(TaskQueue::new()).await.total(), 0);
     assert_eq!(runner.stats(), Stats::default());

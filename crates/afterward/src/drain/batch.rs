@@ -90,6 +90,9 @@ impl Batch {
                 host.counters().count(kind, 1);
             }
         }
+        if let Some(host) = &self.ctx.host {
+            host.made_room();
+        }
         span.in_scope(|| ran.log(name));
         true
     }

@@ -2,6 +2,7 @@
 //! counted exactly once.
 
 mod batch;
+mod lanes;
 mod run;
 
 use std::pin::Pin;
@@ -12,10 +13,14 @@ use std::{fmt, mem};
 use tokio::time::{Instant, Sleep};
 use tracing::Dispatch;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use self::batch::Batch;
+pub(crate) use self::lanes::Lanes;
 use self::run::{Guarded, RunAsync, Tally, task_span};
 use crate::job::{Task, TaskName};
 use crate::queue::{Fate, Host, Inner};
+use crate::quiet::take_message;
 use crate::report::{DrainReport, FailurePolicy, Kind};
 
 /// The settings a drain runs with, and the runner it reports to, if any.
@@ -28,6 +33,9 @@ pub(crate) struct Ctx {
     /// A runner's drain: when it ends, the queue is no longer scheduled, and
     /// when it is cancelled, every task still queued is abandoned.
     pub(crate) for_runner: bool,
+    /// Where a runner's sync batches run; a direct drain uses
+    /// `spawn_blocking`.
+    pub(crate) lanes: Option<Arc<Lanes>>,
 }
 
 impl Ctx {
@@ -38,6 +46,7 @@ impl Ctx {
             timeout: None,
             host: None,
             for_runner: false,
+            lanes: None,
         }
     }
 
@@ -203,20 +212,20 @@ impl Drain {
                         ctx: self.ctx.clone(),
                         dispatch: tracing::dispatcher::get_default(Dispatch::clone),
                     };
-                    match tokio::task::spawn_blocking(move || batch.run()).await {
+                    match run_batch(batch, self.ctx.lanes.as_ref()).await {
                         Ok(()) => {}
-                        Err(error) if error.is_panic() => {
+                        Err(Some(panic)) => {
                             // Every panic of a task is caught inside the
                             // batch; this one came from elsewhere (a tracing
                             // subscriber, say). The task it interrupted, if
                             // any, is counted as panicked, and the drain
                             // goes on.
-                            self.batch_panicked(&take_join_panic(error));
+                            self.batch_panicked(&panic);
                         }
-                        Err(_) => {
-                            // The blocking pool dropped the batch unrun: the
-                            // runtime is shutting down. Stop here; `close`
-                            // accounts for what is left.
+                        Err(None) => {
+                            // The batch was dropped unrun: the runtime is
+                            // shutting down. Stop here; `close` accounts for
+                            // what is left.
                             return;
                         }
                     }
@@ -378,6 +387,22 @@ fn release(queue: &Inner) {
     }
 }
 
-fn take_join_panic(error: tokio::task::JoinError) -> String {
-    crate::quiet::take_message(error.into_panic())
+/// Runs a sync batch on the runner's lanes, or on the blocking pool for a
+/// direct drain. `Err(Some(message))` if it panicked outside its tasks,
+/// `Err(None)` if it was dropped unrun.
+async fn run_batch(batch: Batch, lanes: Option<&Arc<Lanes>>) -> Result<(), Option<String>> {
+    let Some(lanes) = lanes else {
+        return tokio::task::spawn_blocking(move || batch.run())
+            .await
+            .map_err(|error| error.try_into_panic().ok().map(take_message));
+    };
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    lanes.run(Box::new(move || {
+        let ran = catch_unwind(AssertUnwindSafe(move || batch.run()));
+        let _ = done_tx.send(ran.map_err(take_message));
+    }));
+    match done.await {
+        Ok(ran) => ran.map_err(Some),
+        Err(_) => Err(None),
+    }
 }

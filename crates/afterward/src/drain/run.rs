@@ -219,6 +219,7 @@ impl Tally {
         if let (true, Some(host)) = (self.any, &self.host) {
             host.counters().add(&std::mem::take(&mut self.unpublished));
             self.any = false;
+            host.made_room();
         }
     }
 }

@@ -41,6 +41,13 @@ impl TaskList {
         self.len += 1;
     }
 
+    /// Moves every task of `other` to the end of this list, in order.
+    pub(crate) fn append(&mut self, mut other: TaskList) {
+        while let Some(task) = other.pop_front() {
+            self.push_back(task);
+        }
+    }
+
     /// Puts a task back at the front, as if it had not been popped.
     pub(crate) fn push_front(&mut self, mut task: Task) {
         set_next(&mut task, self.front.take());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::Span;
 
+use self::list::TaskList;
 pub(crate) use self::state::{Awaited, Fate, Host, Inner, Registration, State, TaskNames};
 use crate::drain::{Ctx, Drain};
 pub(crate) use crate::job::Task;
@@ -243,59 +244,74 @@ impl TaskQueue {
     /// queue handed off to skip counts it skipped.
     fn arrive(&self, tasks: impl IntoIterator<Item = Task>) {
         let mut state = self.inner.lock();
-        let skipping = state.fate == Fate::Skip;
-        let mut skipped = Vec::new();
-        let mut arrived = 0;
+        let mut arrived = TaskList::default();
         for mut task in tasks {
             state.added += 1;
             task.info_mut().position = state.added;
-            arrived += 1;
-            if skipping {
-                skipped.push(task);
-            } else {
-                state.tasks.push_back(task);
-            }
+            arrived.push_back(task);
         }
+        let n = arrived.len();
         let State {
             owner,
             fate,
             registration,
+            tasks,
             ..
         } = &mut *state;
         let Some(owner) = owner else {
+            tasks.append(arrived);
             return;
         };
-        match *fate {
+        let (mut refused, rejected) = match *fate {
             Fate::Open => {
+                tasks.append(arrived);
                 if *registration == Registration::No {
                     *registration = match owner.register(Arc::downgrade(&self.inner)) {
                         Some(key) => Registration::Key(key),
                         None => Registration::Refused,
                     };
                 }
+                return;
             }
             Fate::Run { scheduled } => {
-                owner.counters().received(arrived);
-                if !scheduled {
-                    *fate = Fate::Run { scheduled: true };
-                    let owner = owner.clone();
-                    drop(state);
-                    owner.schedule(self.inner.clone());
+                if !owner.has_room(n) {
+                    owner.counters().received_and(Kind::Rejected, n);
+                    (arrived, true)
+                } else {
+                    owner.counters().received(n);
+                    tasks.append(arrived);
+                    if !scheduled {
+                        *fate = Fate::Run { scheduled: true };
+                        let owner = owner.clone();
+                        drop(state);
+                        owner.schedule(self.inner.clone());
+                    }
+                    return;
                 }
             }
             Fate::Skip => {
-                owner.counters().received_and(Kind::Skipped, arrived);
-                drop(state);
-                for task in skipped {
-                    tracing::warn!(
-                        parent: task.parent(),
-                        task = task.name().short(),
-                        position = task.position(),
-                        "background task skipped: it was added after its queue was skipped"
-                    );
-                    task.discard();
-                }
+                owner.counters().received_and(Kind::Skipped, n);
+                (arrived, false)
             }
+        };
+        drop(state);
+        for task in refused.take_all() {
+            if rejected {
+                tracing::error!(
+                    parent: task.parent(),
+                    task = task.name().short(),
+                    position = task.position(),
+                    "background task rejected: the runner's backlog is full (max_backlog)"
+                );
+            } else {
+                tracing::warn!(
+                    parent: task.parent(),
+                    task = task.name().short(),
+                    position = task.position(),
+                    "background task skipped: it was added after its queue was skipped"
+                );
+            }
+            task.discard();
         }
     }
 

@@ -26,6 +26,13 @@ pub(crate) trait Host: Send + Sync + 'static {
 
     fn unregister(&self, key: usize);
 
+    /// Whether `n` more tasks fit in the backlog, for tasks added to a
+    /// queue after its hand-off.
+    fn has_room(&self, n: usize) -> bool;
+
+    /// Tasks were counted: callers waiting for room in the backlog may go on.
+    fn made_room(&self);
+
     /// A queue handed off to run got a task while no drain had it; its
     /// `fate` is already `Run { scheduled: true }` and the task counted
     /// received.

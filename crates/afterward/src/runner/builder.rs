@@ -9,12 +9,13 @@ use crate::report::FailurePolicy;
 
 /// Builds a [`Runner`] with settings other than the defaults.
 ///
-/// | setting | default |
-/// |---|---|
-/// | [`max_concurrent_drains`](RunnerBuilder::max_concurrent_drains) | no limit |
-/// | [`task_timeout`](RunnerBuilder::task_timeout) | none |
-/// | [`failure_policy`](RunnerBuilder::failure_policy) | [`FailurePolicy::Continue`] |
-/// | [`handle`](RunnerBuilder::handle) | the runtime `build` is called in |
+/// | setting | default | why |
+/// |---|---|---|
+/// | [`max_concurrent_drains`](RunnerBuilder::max_concurrent_drains) | 64 | each running drain may hold one of tokio's blocking threads; this keeps a flood of sync tasks to 64 threads, and outbound work (SMTP, webhooks) to 64 calls at once |
+/// | [`max_backlog`](RunnerBuilder::max_backlog) | 10,000 tasks | bounds the memory a flood can take (about 2 MB for tasks with a few small arguments); past it, tasks are refused, counted `rejected` and logged |
+/// | [`task_timeout`](RunnerBuilder::task_timeout) | none | a timeout only the application can choose |
+/// | [`failure_policy`](RunnerBuilder::failure_policy) | [`FailurePolicy::Continue`] | tasks of one request are usually independent |
+/// | [`handle`](RunnerBuilder::handle) | the runtime `build` is called in | |
 #[derive(Debug, Clone, Default)]
 #[must_use = "a RunnerBuilder does nothing until `build` is called"]
 pub struct RunnerBuilder {
@@ -23,24 +24,67 @@ pub struct RunnerBuilder {
 }
 
 /// What every drain of a runner runs with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub(crate) max_concurrent_drains: Option<usize>,
+    pub(crate) max_concurrent_drains: usize,
+    pub(crate) max_backlog: usize,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) failure_policy: FailurePolicy,
 }
 
+impl Settings {
+    pub(crate) const DEFAULT_MAX_CONCURRENT_DRAINS: usize = 64;
+    pub(crate) const DEFAULT_MAX_BACKLOG: usize = 10_000;
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_concurrent_drains: Settings::DEFAULT_MAX_CONCURRENT_DRAINS,
+            max_backlog: Settings::DEFAULT_MAX_BACKLOG,
+            task_timeout: None,
+            failure_policy: FailurePolicy::default(),
+        }
+    }
+}
+
 impl RunnerBuilder {
-    /// Runs at most `n` drains at a time. Queues handed over beyond that
-    /// wait their turn, in order. Tasks *within* a queue always run one at a
-    /// time; this bounds how many queues run side by side.
+    /// Runs at most `n` drains at a time (default 64). Queues handed over
+    /// beyond that wait their turn, in order, within
+    /// [`max_backlog`](RunnerBuilder::max_backlog). Tasks *within* a queue
+    /// always run one at a time; this bounds how many queues run side by
+    /// side, and so how many of tokio's blocking threads sync tasks can hold
+    /// at once.
     ///
     /// # Panics
     ///
     /// If `n` is 0: no queue would ever run.
     pub fn max_concurrent_drains(mut self, n: usize) -> Self {
         assert!(n > 0, "max_concurrent_drains must be at least 1");
-        self.settings.max_concurrent_drains = Some(n);
+        self.settings.max_concurrent_drains = n;
+        self
+    }
+
+    /// Keeps at most `n` tasks that have reached the runner but not started
+    /// (default 10,000). A queue handed over when its tasks would not fit is
+    /// not kept: each of its tasks is counted `rejected` and logged with its
+    /// name, and the request it came from is answered as usual. A task
+    /// added to a queue after its hand-off is refused the same way.
+    ///
+    /// The backlog is what a flood grows: drains waiting for a slot under
+    /// [`max_concurrent_drains`](RunnerBuilder::max_concurrent_drains), and
+    /// the tasks queued behind the one each drain is running. For tower
+    /// stacks, `afterward-hyper`'s `TaskLayer::backpressure` turns a full
+    /// backlog into back-pressure instead (see [`Runner::poll_capacity`]).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0: every queue would be refused.
+    ///
+    /// [`Runner::poll_capacity`]: crate::Runner::poll_capacity
+    pub fn max_backlog(mut self, n: usize) -> Self {
+        assert!(n > 0, "max_backlog must be at least 1");
+        self.settings.max_backlog = n;
         self
     }
 

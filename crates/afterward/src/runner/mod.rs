@@ -1,7 +1,9 @@
 //! `Runner`: where queues are drained, one server's worth of them.
 
+mod backlog;
 mod builder;
 mod handle;
+mod handoff;
 mod shared;
 mod shutdown;
 mod worker;
@@ -9,6 +11,7 @@ mod worker;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -235,6 +238,7 @@ impl Runner {
         self.shared
             .counters
             .received_and(Kind::Skipped, tasks.len());
+        self.shared.made_room();
         let report = DrainReport::of(Kind::Skipped, tasks.len());
         for task in tasks {
             tracing::warn!(
@@ -247,6 +251,32 @@ impl Runner {
             task.discard();
         }
         report
+    }
+
+    /// Ready while the backlog has room for more tasks (see
+    /// [`RunnerBuilder::max_backlog`]); otherwise `Pending`, and the task is
+    /// woken once tasks have started or ended and made room.
+    ///
+    /// This is back-pressure for servers that can wait or shed load instead
+    /// of taking requests whose tasks would be refused: `afterward-hyper`'s
+    /// `TaskLayer::backpressure` calls it from tower's `poll_ready`. It is a
+    /// hint, not a reservation: a queue handed over later is still checked
+    /// against the cap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::future::poll_fn;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let runner = afterward::Runner::builder().max_backlog(100).build();
+    /// // Before taking more work:
+    /// poll_fn(|cx| runner.poll_capacity(cx)).await;
+    /// # }
+    /// ```
+    pub fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.poll_room(cx)
     }
 
     /// A snapshot of what the runner has done so far.
@@ -351,6 +381,7 @@ impl fmt::Debug for Runner {
         let settings = &self.shared.settings;
         f.debug_struct("Runner")
             .field("max_concurrent_drains", &settings.max_concurrent_drains)
+            .field("max_backlog", &settings.max_backlog)
             .field("task_timeout", &settings.task_timeout)
             .field("failure_policy", &settings.failure_policy)
             .field("stats", &self.stats())

@@ -112,7 +112,7 @@ impl Shutting<'_> {
             // abandoned with the waiting ones; their workers, woken, find
             // nothing and end.
             let handed = std::mem::take(&mut run.handed);
-            run.running -= handed.len();
+            shared.fewer_running(&mut run, handed.len());
             let mut waiting = std::mem::take(&mut run.waiting);
             waiting.extend(handed);
             (waiting, std::mem::take(&mut run.open))

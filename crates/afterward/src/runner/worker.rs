@@ -13,8 +13,12 @@ use std::task::Poll;
 
 use tokio::sync::Notify;
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::futures::Notified;
+
 use super::handle::ReportTo;
-use super::shared::Shared;
+use super::shared::{MAX_IDLE_WORKERS, Phase, Shared};
 use crate::drain::Drain;
 use crate::queue::Inner;
 use crate::quiet::take_message;
@@ -211,5 +215,70 @@ impl Drop for Worker {
         if !self.finished {
             self.shared.worker_lost(self.was);
         }
+    }
+}
+
+// ===== what workers ask of the runner =====
+
+impl Shared {
+    /// What a worker that finished a drain does next: take the next waiting
+    /// queue, park (registered with `wake` under the lock, so no hand-off
+    /// can miss it), or end.
+    pub(super) fn next<'a>(&'a self, parked: Pin<&mut Notified<'a>>) -> Next {
+        let mut run = self.lock();
+        if let Some(next) = run.waiting.pop_front() {
+            return Next::Run(next);
+        }
+        self.fewer_running(&mut run, 1);
+        let park = run.phase == Phase::Open
+            && !run.runtime_gone
+            && run.idle < MAX_IDLE_WORKERS
+            && self.handles.load(Relaxed) > 0;
+        let next = if park {
+            parked.enable();
+            run.idle += 1;
+            Next::Park
+        } else {
+            Next::End
+        };
+        self.wake_if_watched(run);
+        next
+    }
+
+    /// The queue handed to a parked worker that was woken. `None` if it
+    /// was woken to end: the runner is shutting down, or has no handle left.
+    pub(super) fn take_handed(&self) -> Option<Waiting> {
+        self.lock().handed.pop_front()
+    }
+
+    /// Sends every parked worker away, now that they will not be needed:
+    /// the last `Runner` handle is gone, or the runner is shutting down.
+    pub(super) fn release_idle(&self) {
+        self.lock().idle = 0;
+        self.wake.notify_waiters();
+        self.lanes.release();
+    }
+
+    /// A worker was dropped before it finished: only a runtime that is
+    /// shutting down does that. Nothing can run from now on, so the queues
+    /// waiting are abandoned, and queues handed off later are refused.
+    pub(super) fn worker_lost(&self, was: Was) {
+        let waiting = {
+            let mut run = self.lock();
+            run.runtime_gone = true;
+            match was {
+                Was::Running => self.fewer_running(&mut run, 1),
+                Was::Parked => run.idle = run.idle.saturating_sub(1),
+            }
+            let handed = std::mem::take(&mut run.handed);
+            self.fewer_running(&mut run, handed.len());
+            let mut waiting = std::mem::take(&mut run.waiting);
+            waiting.extend(handed);
+            waiting
+        };
+        for waiting in waiting {
+            self.abandon_waiting(waiting);
+        }
+        self.wake_if_watched(self.lock());
     }
 }

@@ -1,0 +1,165 @@
+//! Lanes: the blocking threads a runner's sync tasks run on.
+//!
+//! A lane is one closure on tokio's blocking pool that runs sync batches one
+//! after another, for as many drains as come, and ends after a while with
+//! nothing to do. A runner keeps at most one lane per drain it may run at
+//! once, so a flood of sync tasks holds at most that many blocking threads.
+//! A `spawn_blocking` per batch could not promise that: tokio starts a new
+//! thread whenever none is idle at that instant, and a thread that has just
+//! finished a batch is not idle yet.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+/// How long an idle lane waits for work before it gives its thread back,
+/// as tokio's blocking pool keeps an idle thread.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// A batch, and what tells its drain that it has run.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+pub(crate) struct Lanes {
+    handle: Handle,
+    max: usize,
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    lanes: usize,
+    idle: usize,
+    /// The runtime is shutting down: nothing more runs.
+    closed: bool,
+    /// The runner needs no lane kept waiting: it has no handle left, or has
+    /// shut down. Lanes still run what comes, then end at once.
+    released: bool,
+}
+
+impl Lanes {
+    pub(crate) fn new(handle: Handle, max: usize) -> Arc<Lanes> {
+        let lanes = Arc::new(Lanes {
+            handle,
+            max,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+        });
+        // Idle lanes wait on a condition variable that a runtime shutting
+        // down knows nothing of, and the runtime waits for its blocking
+        // threads. This task is dropped when the runtime shuts down, and
+        // sends the lanes away.
+        let closer = CloseOnDrop(lanes.clone());
+        drop(lanes.handle.spawn(async move {
+            let _closer = closer;
+            std::future::pending::<()>().await;
+        }));
+        lanes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `job` on a lane, starting one if every lane is busy and there
+    /// are fewer than the maximum. Once the runtime is shutting down the job
+    /// is dropped unrun, which its drain sees.
+    pub(crate) fn run(self: &Arc<Self>, job: Job) {
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            drop(job);
+            return;
+        }
+        state.jobs.push_back(job);
+        if state.idle >= state.jobs.len() {
+            drop(state);
+            self.work.notify_one();
+        } else if state.lanes < self.max {
+            state.lanes += 1;
+            drop(state);
+            let lane = Lane {
+                lanes: self.clone(),
+                started: false,
+            };
+            drop(self.handle.spawn_blocking(move || lane.work()));
+        }
+        // Otherwise every lane is busy, and the first to finish takes it.
+    }
+
+    /// Sends idle lanes away, and has busy ones end once idle.
+    pub(crate) fn release(&self) {
+        self.lock().released = true;
+        self.work.notify_all();
+    }
+
+    fn close(&self) {
+        let jobs = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.jobs)
+        };
+        self.work.notify_all();
+        drop(jobs);
+    }
+}
+
+/// One lane's life. Its destructor accounts for a lane the blocking pool
+/// dropped unrun, as a runtime shutting down does.
+struct Lane {
+    lanes: Arc<Lanes>,
+    started: bool,
+}
+
+impl Lane {
+    fn work(mut self) {
+        self.started = true;
+        let lanes = &self.lanes;
+        loop {
+            let job = {
+                let mut state = lanes.lock();
+                loop {
+                    if let Some(job) = state.jobs.pop_front() {
+                        break job;
+                    }
+                    if state.closed || state.released {
+                        state.lanes -= 1;
+                        return;
+                    }
+                    state.idle += 1;
+                    let (next, waited) = lanes
+                        .work
+                        .wait_timeout(state, IDLE)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state = next;
+                    state.idle -= 1;
+                    if waited.timed_out() && state.jobs.is_empty() {
+                        state.lanes -= 1;
+                        return;
+                    }
+                }
+            };
+            job();
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if !self.started {
+            self.lanes.lock().lanes -= 1;
+            self.lanes.close();
+        }
+    }
+}
+
+struct CloseOnDrop(Arc<Lanes>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}

@@ -101,7 +101,8 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
     if !bench.wants_any(names.iter().map(String::as_str)) {
         return;
     }
-    let floor = bench.time(n, || {
+    let floor_name = format!("async/floor: Vec<Pin<Box<dyn Future>>>/{n}");
+    let floor = || {
         rt.block_on(async {
             let mut tasks: Vec<BoxFuture> = Vec::with_capacity(0);
             for _ in 0..n {
@@ -111,41 +112,45 @@ fn async_tasks(bench: &mut Bench, rt: &Runtime, n: usize) {
                 task.await;
             }
         });
-    });
-    let floor_name = format!("async/floor: Vec<Pin<Box<dyn Future>>>/{n}");
-    bench.report(&floor_name, "ns", &floor, None);
-    let baseline = Some((floor_name.as_str(), &floor));
-
-    if bench.wants(&names[0]) {
-        let drain = bench.time(n, || {
-            queue_and_drain(rt, n, add_async);
-        });
-        bench.report(&names[0], "ns", &drain, baseline);
-    }
-
-    if bench.wants(&names[1]) {
-        let traced = with_subscriber(|| {
-            bench.time(n, || {
-                queue_and_drain(rt, n, add_async);
-            })
-        });
-        bench.report(&names[1], "ns", &traced, baseline);
-    }
-
+    };
     let runner = rt.block_on(async { Runner::new() });
     let timeout_runner = rt.block_on(async {
         Runner::builder()
             .task_timeout(Duration::from_secs(60))
             .build()
     });
-    for (name, runner) in [(&names[2], &runner), (&names[3], &timeout_runner)] {
+    // Each case alternates with the floor, sample by sample: allocator state
+    // and machine drift then weigh on both alike.
+    // (name, case, whether a tracing subscriber is installed throughout)
+    let cases: [(&String, &dyn Fn(), bool); 4] = [
+        (&names[0], &|| queue_and_drain(rt, n, add_async), false),
+        (&names[1], &|| queue_and_drain(rt, n, add_async), true),
+        (
+            &names[2],
+            &|| queue_and_spawn(rt, &runner, n, add_async),
+            false,
+        ),
+        (
+            &names[3],
+            &|| queue_and_spawn(rt, &timeout_runner, n, add_async),
+            false,
+        ),
+    ];
+    let mut floor_reported = false;
+    for (name, case, traced) in cases {
         if !bench.wants(name) {
             continue;
         }
-        let sample = bench.time(n, || {
-            queue_and_spawn(rt, runner, n, add_async);
-        });
-        bench.report(name, "ns", &sample, baseline);
+        let (floor_samples, case_samples) = if traced {
+            with_subscriber(|| bench.time_paired(n, floor, case))
+        } else {
+            bench.time_paired(n, floor, case)
+        };
+        if !floor_reported {
+            bench.report(&floor_name, "ns", &Sample::new(floor_samples.clone()), None);
+            floor_reported = true;
+        }
+        bench.report_paired(name, "ns", &case_samples, (&floor_name, &floor_samples));
     }
 }
 

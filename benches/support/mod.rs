@@ -208,6 +208,63 @@ impl Bench {
         self.push(name, unit, sample, baseline, true);
     }
 
+    /// Times `floor` and `case` (each performing `per_call` operations) in
+    /// alternating samples, after a warm-up of each; returns ns per
+    /// operation for each sample, floor first.
+    pub fn time_paired(
+        &self,
+        per_call: usize,
+        mut floor: impl FnMut(),
+        mut case: impl FnMut(),
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (samples, min_sample) = if self.quick {
+            (7, Duration::from_millis(2))
+        } else {
+            (21, Duration::from_millis(5))
+        };
+        let calls = |op: &mut dyn FnMut()| {
+            let mut calls = 1_usize;
+            loop {
+                let start = Instant::now();
+                for _ in 0..calls {
+                    op();
+                }
+                if start.elapsed() >= min_sample || calls >= 1 << 20 {
+                    return calls;
+                }
+                calls *= 2;
+            }
+        };
+        let (floor_calls, case_calls) = (calls(&mut floor), calls(&mut case));
+        let sample = |op: &mut dyn FnMut(), calls: usize| {
+            let start = Instant::now();
+            for _ in 0..calls {
+                op();
+            }
+            start.elapsed().as_nanos() as f64 / (calls * per_call) as f64
+        };
+        (0..samples)
+            .map(|_| {
+                (
+                    sample(&mut floor, floor_calls),
+                    sample(&mut case, case_calls),
+                )
+            })
+            .unzip()
+    }
+
+    /// Records a time-like figure measured in samples that alternate with
+    /// its baseline's: the ratio is the median of the per-pair ratios.
+    pub fn report_paired(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        sample: &[f64],
+        baseline: (&str, &[f64]),
+    ) {
+        self.push_paired(name, unit, sample, baseline, false);
+    }
+
     /// Records a throughput-like figure measured in rounds that alternate
     /// with its baseline's: the ratio is the median of the per-round ratios,
     /// which cancels most of the drift of a shared machine.
@@ -217,6 +274,17 @@ impl Bench {
         unit: &'static str,
         sample: &[f64],
         baseline: (&str, &[f64]),
+    ) {
+        self.push_paired(name, unit, sample, baseline, true);
+    }
+
+    fn push_paired(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        sample: &[f64],
+        baseline: (&str, &[f64]),
+        higher_is_better: bool,
     ) {
         let ratios: Vec<f64> = sample
             .iter()
@@ -234,7 +302,7 @@ impl Bench {
                 Sample::new(baseline.1.to_vec()).median(),
             )),
             ratio: Some(ratio),
-            higher_is_better: true,
+            higher_is_better,
         });
     }
 

@@ -105,6 +105,9 @@ impl Drop for TaskList {
     /// Unlinks the tasks one by one: dropping the first would otherwise drop
     /// the whole chain recursively, one stack frame per task.
     fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
         for mut chain in [self.front.take(), self.back.take()] {
             while let Some(mut task) = chain {
                 chain = take_next(&mut task);

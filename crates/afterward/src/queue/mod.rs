@@ -186,7 +186,7 @@ impl TaskQueue {
         } else {
             Span::none()
         };
-        self.arrive(std::iter::once(task::task_of(func, args, parent)));
+        self.arrive(Arrivals::One(task::task_of(func, args, parent)));
     }
 
     /// Moves every task of `other` to the end of this queue, keeping their
@@ -228,12 +228,12 @@ impl TaskQueue {
                 // which will run or settle them.
                 return;
             }
-            let moved = other.tasks.take_all();
+            let moved = std::mem::take(&mut other.tasks);
             other.forget_if_emptied();
             moved
         };
         if !moved.is_empty() {
-            self.arrive(moved);
+            self.arrive(Arrivals::Many(moved));
         }
     }
 
@@ -242,14 +242,9 @@ impl TaskQueue {
     /// runner tells the runner it has tasks); a queue handed off to run
     /// counts it received and, if no drain has the queue, starts one; a
     /// queue handed off to skip counts it skipped.
-    fn arrive(&self, tasks: impl IntoIterator<Item = Task>) {
+    fn arrive(&self, arrived: Arrivals) {
         let mut state = self.inner.lock();
-        let mut arrived = TaskList::default();
-        for mut task in tasks {
-            state.added += 1;
-            task.info_mut().position = state.added;
-            arrived.push_back(task);
-        }
+        let arrived = arrived.numbered(&mut state.added);
         let n = arrived.len();
         let State {
             owner,
@@ -259,12 +254,12 @@ impl TaskQueue {
             ..
         } = &mut *state;
         let Some(owner) = owner else {
-            tasks.append(arrived);
+            arrived.push_into(tasks);
             return;
         };
-        let (mut refused, rejected) = match *fate {
+        let (refused, rejected) = match *fate {
             Fate::Open => {
-                tasks.append(arrived);
+                arrived.push_into(tasks);
                 if *registration == Registration::No {
                     *registration = match owner.register(Arc::downgrade(&self.inner)) {
                         Some(key) => Registration::Key(key),
@@ -279,7 +274,7 @@ impl TaskQueue {
                     (arrived, true)
                 } else {
                     owner.counters().received(n);
-                    tasks.append(arrived);
+                    arrived.push_into(tasks);
                     if !scheduled {
                         *fate = Fate::Run { scheduled: true };
                         let owner = owner.clone();
@@ -295,7 +290,7 @@ impl TaskQueue {
             }
         };
         drop(state);
-        for task in refused.take_all() {
+        for task in refused.into_tasks() {
             if rejected {
                 tracing::error!(
                     parent: task.parent(),
@@ -380,6 +375,56 @@ impl TaskQueue {
 
     pub(crate) fn into_inner(self) -> Arc<Inner> {
         self.inner
+    }
+}
+
+/// Tasks arriving at a queue: one from `add_task`, or a whole queue's
+/// from `append`. One task goes straight into the queue's list.
+enum Arrivals {
+    One(Task),
+    Many(TaskList),
+}
+
+impl Arrivals {
+    /// Gives the tasks their positions, after the `added` tasks before them.
+    fn numbered(self, added: &mut usize) -> Arrivals {
+        match self {
+            Arrivals::One(mut task) => {
+                *added += 1;
+                task.info_mut().position = *added;
+                Arrivals::One(task)
+            }
+            Arrivals::Many(mut tasks) => {
+                let mut numbered = TaskList::default();
+                while let Some(mut task) = tasks.pop_front() {
+                    *added += 1;
+                    task.info_mut().position = *added;
+                    numbered.push_back(task);
+                }
+                Arrivals::Many(numbered)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Arrivals::One(_) => 1,
+            Arrivals::Many(tasks) => tasks.len(),
+        }
+    }
+
+    fn push_into(self, list: &mut TaskList) {
+        match self {
+            Arrivals::One(task) => list.push_back(task),
+            Arrivals::Many(tasks) => list.append(tasks),
+        }
+    }
+
+    fn into_tasks(self) -> Vec<Task> {
+        match self {
+            Arrivals::One(task) => vec![task],
+            Arrivals::Many(mut tasks) => tasks.take_all(),
+        }
     }
 }
 

@@ -11,8 +11,9 @@
 //! - **isolation**: a task that returns `Err` or panics is logged with its
 //!   name and counted, and the others still run (or, if you ask for it, are
 //!   skipped and counted);
-//! - **limits**: an optional per-task timeout and a cap on how many queues
-//!   drain at once;
+//! - **limits**: an optional per-task timeout, a cap on how many queues
+//!   drain at once (64 by default) and on how many tasks may wait (10,000
+//!   by default), past which tasks are refused, counted and logged;
 //! - **accounting**: [`Stats`] for the whole server, a [`DrainReport`] per
 //!   queue, and the promise that every task is counted exactly once;
 //! - **shutdown**: [`Runner::shutdown`] waits until a deadline, then names
@@ -72,7 +73,8 @@
 //! What the function returns decides how the task runs, at compile time:
 //! `()` or `Result<T, E>` makes a sync task for the blocking pool; a future
 //! of those makes an async task. Consecutive sync tasks of one queue share a
-//! single trip to the blocking pool.
+//! single trip to the blocking pool, and a runner's sync tasks hold at most
+//! one blocking thread per drain it may run at once.
 //!
 //! # What the runtime needs
 //!

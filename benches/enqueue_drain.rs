@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use afterward::{Runner, TaskQueue};
+use afterward::{RunIf, Runner, TaskQueue};
 use support::{Bench, Sample, allocations, net_bytes};
 use tokio::runtime::Runtime;
 
@@ -66,7 +66,8 @@ fn time_enqueue(bench: &Bench, n: usize, add: &Adder) -> Sample {
 }
 
 fn enqueue(bench: &mut Bench, n: usize) {
-    let names = ["args0", "args1", "args3"].map(|case| format!("enqueue/{case}/{n}"));
+    let names =
+        ["args0", "args1", "args3", "args1+run_if"].map(|case| format!("enqueue/{case}/{n}"));
     if !bench.wants_any(names.iter().map(String::as_str)) {
         return;
     }
@@ -82,10 +83,21 @@ fn enqueue(bench: &mut Bench, n: usize) {
     });
     let floor_name = format!("enqueue/floor: Vec<Box<dyn FnOnce>>/{n}");
     bench.report(&floor_name, "ns", &floor, None);
-    let adders: [&Adder; 3] = [
-        &|q, _| q.add_task(noop_sync, ()),
-        &|q, i| q.add_task(noop_sync1, (i,)),
-        &|q, i| q.add_task(noop_sync3, (i, i, i)),
+    // The QueuedTask each returns is ignored, as most callers do; the last
+    // sets an option, which takes the queue's lock once more.
+    let adders: [&Adder; 4] = [
+        &|q, _| {
+            q.add_task(noop_sync, ());
+        },
+        &|q, i| {
+            q.add_task(noop_sync1, (i,));
+        },
+        &|q, i| {
+            q.add_task(noop_sync3, (i, i, i));
+        },
+        &|q, i| {
+            q.add_task(noop_sync1, (i,)).run_if(RunIf::Success);
+        },
     ];
     for (name, add) in names.iter().zip(adders) {
         if bench.wants(name) {
@@ -262,14 +274,24 @@ fn allocation_counts(bench: &mut Bench, rt: &Runtime) {
         run_untimed(&queue);
         per_task(count)
     };
-    let cases: [(&str, Sample); 3] = [
-        ("args0", count_enqueue(&|q, _| q.add_task(noop_sync, ()))),
-        ("args1", count_enqueue(&|q, i| q.add_task(noop_sync1, (i,)))),
-        (
-            "args3",
-            count_enqueue(&|q, i| q.add_task(noop_sync3, (i, i, i))),
-        ),
+    let cases: [(&str, &Adder); 5] = [
+        ("args0", &|q, _| {
+            q.add_task(noop_sync, ());
+        }),
+        ("args1", &|q, i| {
+            q.add_task(noop_sync1, (i,));
+        }),
+        ("args3", &|q, i| {
+            q.add_task(noop_sync3, (i, i, i));
+        }),
+        ("args1+run_if", &|q, i| {
+            q.add_task(noop_sync1, (i,)).run_if(RunIf::Success);
+        }),
+        ("args1+name", &|q, i| {
+            q.add_task(noop_sync1, (i,)).name("named");
+        }),
     ];
+    let cases = cases.map(|(name, add)| (name, count_enqueue(add)));
     for (name, sample) in cases {
         bench.report(
             &format!("alloc/enqueue {name} per task"),

@@ -118,11 +118,17 @@ async fn start(case: Case, runner: &Runner) -> SocketAddr {
                 _ => {
                     let handler = move |req: Request<Incoming>| {
                         let queue = req.extensions().get::<TaskQueue>().unwrap();
-                        match case {
-                            Case::Async1 => queue.add_task(noop_async, ()),
-                            Case::Async10 => (0..10).for_each(|_| queue.add_task(noop_async, ())),
-                            Case::Sync1 => queue.add_task(noop_sync, ()),
-                            _ => {}
+                        let tasks = match case {
+                            Case::Async1 | Case::Sync1 => 1,
+                            Case::Async10 => 10,
+                            _ => 0,
+                        };
+                        for _ in 0..tasks {
+                            if case == Case::Sync1 {
+                                queue.add_task(noop_sync, ());
+                            } else {
+                                queue.add_task(noop_async, ());
+                            }
                         }
                         async { Ok::<_, Infallible>(ok()) }
                     };

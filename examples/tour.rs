@@ -17,10 +17,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use afterward::{FailurePolicy, Runner, TaskQueue};
+use afterward::{FailurePolicy, RunIf, Runner, TaskQueue};
 use afterward_hyper::{DisconnectPolicy, TaskService};
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
@@ -66,6 +66,18 @@ fn record_download(file: &'static str) {
     info!(file, "download recorded");
 }
 
+fn send_receipt(order: u64) {
+    info!(order, "receipt sent");
+}
+
+fn release_stock(order: u64) {
+    info!(order, "reserved stock released");
+}
+
+async fn refresh_product_page(product: u64, price: &'static str) {
+    info!(product, price, "product page refreshed");
+}
+
 async fn reindex_search() {
     info!("reindexing search (this takes an hour)…");
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -96,6 +108,24 @@ async fn handler(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "/download" => {
             tasks.add_task(record_download, ("report.pdf",));
             BodyExt::boxed(SlowReport::new(20, Duration::from_millis(50)))
+        }
+        "/order" | "/order-sold-out" => {
+            let sold_out = req.uri().path() == "/order-sold-out";
+            // Only if the order went through, only if it did not, and a
+            // page refresh that a newer one replaces while it waits.
+            tasks.add_task(send_receipt, (42,)).run_if(RunIf::Success);
+            tasks.add_task(release_stock, (42,)).run_if(RunIf::Failure);
+            tasks
+                .add_task(refresh_product_page, (7, "old price"))
+                .key("refresh product 7");
+            tasks
+                .add_task(refresh_product_page, (7, "new price"))
+                .key("refresh product 7");
+            info!(waiting = ?tasks.task_names(), "queued");
+            if sold_out {
+                return Ok(status(StatusCode::CONFLICT, "sold out"));
+            }
+            full("ordered")
         }
         "/reindex" => {
             tasks.add_task(notify_analytics, ("reindex.requested",));
@@ -134,6 +164,13 @@ impl hyper::body::Body for LastFrameLogged {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.0.size_hint()
     }
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Body> {
+    info!("handler returns the response");
+    let mut response = Response::new(BodyExt::boxed(LastFrameLogged(full(text))));
+    *response.status_mut() = code;
+    response
 }
 
 fn full(text: &'static str) -> Body {
@@ -278,13 +315,22 @@ async fn main() {
     settle(&skipper, 1).await;
     println!("   Skip runner: skipped = {}", skipper.stats().skipped());
 
-    section("5. Graceful shutdown with a 300 ms deadline names what it abandons");
+    section(
+        "5. Run conditions: a receipt only after a success, stock released only after a failure",
+    );
+    get(server, "/order").await;
+    settle(&runner, 11).await;
+    section("   … the same order, sold out (409): the other task runs");
+    get(server, "/order-sold-out").await;
+    settle(&runner, 14).await;
+
+    section("6. Graceful shutdown with a 300 ms deadline names what it abandons");
     get(server, "/reindex").await;
-    settle_started(&runner, 10).await;
+    settle_started(&runner, 16).await;
     let report = runner.shutdown(Duration::from_millis(300)).await;
     println!("   abandoned: {:?}", report.abandoned_tasks());
 
-    section("6. Every task is accounted for");
+    section("7. Every task is accounted for");
     let s = runner.stats();
     println!("{s:#?}");
     println!(

@@ -2,7 +2,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use afterward::{Runner, TaskQueue};
+use afterward::{Outcome, Runner, TaskQueue};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -47,6 +47,56 @@ pin_project! {
 struct Guard {
     handoff: Option<Handoff>,
     finished: bool,
+    verdict: Verdict,
+}
+
+/// What the response has said of its outcome so far: its status, and a
+/// `grpc-status` in its headers or trailers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Verdict {
+    failed_status: bool,
+    /// A gRPC response, which must send a `grpc-status`.
+    grpc: bool,
+    /// The `grpc-status` seen: `Some(true)` for `0`.
+    grpc_ok: Option<bool>,
+}
+
+impl Verdict {
+    pub(crate) fn of(parts: &http::response::Parts) -> Verdict {
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        Verdict {
+            failed_status: parts.status.as_u16() >= 400,
+            grpc,
+            grpc_ok: grpc_ok(&parts.headers),
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(ok) = grpc_ok(trailers) {
+            self.grpc_ok = Some(ok);
+        }
+    }
+
+    /// The outcome, for a body that was finished or was dropped before.
+    fn outcome(self, finished: bool) -> Outcome {
+        match (self.failed_status, self.grpc_ok, self.grpc) {
+            (true, _, _) | (false, Some(false), _) => Outcome::Failure,
+            (false, Some(true), _) | (false, None, false) => Outcome::Success,
+            // A gRPC body that ended without its status failed, as its
+            // client sees it; one dropped before its trailers may have done
+            // either.
+            (false, None, true) if finished => Outcome::Failure,
+            (false, None, true) => Outcome::Unknown,
+        }
+    }
+}
+
+fn grpc_ok(headers: &http::HeaderMap) -> Option<bool> {
+    let status = headers.get("grpc-status")?;
+    Some(status.as_bytes().trim_ascii() == b"0")
 }
 
 /// What a finished (or abandoned) response hands over.
@@ -82,6 +132,9 @@ impl Drop for Guard {
         let Some(handoff) = self.handoff.take() else {
             return;
         };
+        handoff
+            .queue
+            .set_outcome(self.verdict.outcome(self.finished));
         if self.finished {
             handoff.run();
             return;
@@ -108,6 +161,7 @@ impl<B: Body> TaskBody<B> {
         handoff: Handoff,
         content_length: Option<u64>,
         no_body: bool,
+        verdict: Verdict,
     ) -> TaskBody<B> {
         let remaining = content_length.or_else(|| inner.size_hint().exact());
         let finished = no_body || inner.is_end_stream() || remaining == Some(0);
@@ -116,6 +170,7 @@ impl<B: Body> TaskBody<B> {
             guard: Guard {
                 handoff: Some(handoff),
                 finished,
+                verdict,
             },
             remaining,
         }
@@ -129,6 +184,7 @@ impl<B: Body> TaskBody<B> {
             guard: Guard {
                 handoff: None,
                 finished: true,
+                verdict: Verdict::default(),
             },
             remaining: None,
         }
@@ -146,6 +202,9 @@ impl<B: Body> Body for TaskBody<B> {
         let this = self.project();
         let mut inner = this.inner;
         let frame = ready!(inner.as_mut().poll_frame(cx));
+        if let Some(trailers) = frame.as_ref().and_then(|f| f.as_ref().ok()?.trailers_ref()) {
+            this.guard.verdict.trailers(trailers);
+        }
         if !this.guard.finished {
             this.guard.finished = match &frame {
                 None | Some(Err(_)) => true,

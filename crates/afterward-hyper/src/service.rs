@@ -7,7 +7,7 @@ use afterward::{Runner, TaskQueue};
 use http::{Method, Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 
-use crate::body::{Handoff, TaskBody};
+use crate::body::{Handoff, TaskBody, Verdict};
 
 /// What happens to the tasks of a request whose response body was dropped
 /// before it was *complete*.
@@ -67,6 +67,12 @@ pub enum DisconnectPolicy {
 /// - If the inner service returns an error, or its future is dropped before
 ///   it produced a response (the client went away while the handler ran),
 ///   the tasks do not run: they are counted `skipped` and logged.
+/// - At the hand-off it records the response's [`Outcome`](afterward::Outcome)
+///   for the tasks' run conditions (see [`afterward::RunIf`]): a failure when
+///   the status is 400 or more, or a `grpc-status` other than `0` was sent
+///   in the headers or the trailers; unknown when a gRPC response
+///   (`content-type: application/grpc…`) was dropped before its status; a
+///   success otherwise.
 ///
 /// `TaskService` implements hyper's `Service`, and with the `tower` feature
 /// tower's too.
@@ -274,7 +280,14 @@ where
                     NoBody::OnSuccess => parts.status.is_success(),
                     NoBody::Never => false,
                 } || status_has_no_body(parts.status);
-                let body = TaskBody::new(body, handoff, content_length(&parts.headers), no_body);
+                let verdict = Verdict::of(&parts);
+                let body = TaskBody::new(
+                    body,
+                    handoff,
+                    content_length(&parts.headers),
+                    no_body,
+                    verdict,
+                );
                 Ok(Response::from_parts(parts, body))
             }
             (Err(error), handoff) => {

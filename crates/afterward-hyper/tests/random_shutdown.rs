@@ -127,7 +127,9 @@ fn add_random_task(queue: &TaskQueue, ledger: &Arc<Ledger>, rng: &mut Rng, depth
         l.runs[id].fetch_add(1, SeqCst);
     };
     match choice {
-        1 => queue.add_task(move |_s: Settle| async move { ran() }, (settle,)),
+        1 => {
+            queue.add_task(move |_s: Settle| async move { ran() }, (settle,));
+        }
         2 => {
             let ms = rng.below(6);
             queue.add_task(
@@ -148,20 +150,24 @@ fn add_random_task(queue: &TaskQueue, ledger: &Arc<Ledger>, rng: &mut Rng, depth
                 (settle,),
             );
         }
-        4 => queue.add_task(
-            move |_s: Settle| -> () {
-                ran();
-                boom();
-            },
-            (settle,),
-        ),
-        5 => queue.add_task(
-            move |_s: Settle| async move {
-                ran();
-                Err::<(), _>("a task fails on purpose")
-            },
-            (settle,),
-        ),
+        4 => {
+            queue.add_task(
+                move |_s: Settle| -> () {
+                    ran();
+                    boom();
+                },
+                (settle,),
+            );
+        }
+        5 => {
+            queue.add_task(
+                move |_s: Settle| async move {
+                    ran();
+                    Err::<(), _>("a task fails on purpose")
+                },
+                (settle,),
+            );
+        }
         // Adds a task to its own queue while it runs.
         6 if depth == 0 => {
             let (q, l, mut r) = (queue.clone(), ledger.clone(), Rng(rng.next()));
@@ -173,7 +179,9 @@ fn add_random_task(queue: &TaskQueue, ledger: &Arc<Ledger>, rng: &mut Rng, depth
                 (settle,),
             );
         }
-        _ => queue.add_task(move |_s: Settle| ran(), (settle,)),
+        _ => {
+            queue.add_task(move |_s: Settle| ran(), (settle,));
+        }
     }
 }
 

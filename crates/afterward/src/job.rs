@@ -9,8 +9,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use pin_project_lite::pin_project;
 use tracing::Span;
+
+use crate::condition::RunIf;
 
 use crate::quiet::drop_quietly;
 
@@ -40,8 +45,18 @@ pub(crate) struct Info {
     pub(crate) position: usize,
     /// Runs on the blocking pool rather than on the runtime.
     pub(crate) sync: bool,
+    pub(crate) run_if: RunIf,
+    /// A name and a key, when given: rare, so kept out of line.
+    pub(crate) extra: Option<Box<Extra>>,
     /// The next task in the queue's list (see `queue::list`).
     pub(crate) next: Option<Task>,
+}
+
+/// What `QueuedTask` may add to a task.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    pub(crate) name: Option<TaskName>,
+    pub(crate) key: Option<Arc<str>>,
 }
 
 /// The work of a task, sync or async.
@@ -75,6 +90,8 @@ impl Task {
             parent,
             position: 0,
             sync,
+            run_if: RunIf::Always,
+            extra: None,
             next: None,
         };
         Task(Box::pin(Job { info, body }))
@@ -93,7 +110,19 @@ impl Task {
     }
 
     pub(crate) fn name(&self) -> TaskName {
-        TaskName(self.info().name)
+        let info = self.info();
+        match info.extra.as_ref().and_then(|extra| extra.name.as_ref()) {
+            Some(given) => given.clone(),
+            None => TaskName::Fn(info.name),
+        }
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.info().extra.as_ref()?.key.as_deref()
+    }
+
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        self.info_mut().extra.get_or_insert_with(Box::default)
     }
 
     /// The span that was current when the task was added.
@@ -171,19 +200,48 @@ impl<Fut: Future<Output = Outcome> + Send> Body for AsyncBody<Fut> {
 
 // ===== task names =====
 
-/// The name of a task function: its `type_name`, shortened only when shown.
+/// A task's name in logs and reports: the one given with
+/// `QueuedTask::name`, or its function's `type_name`, shortened only when
+/// shown.
 ///
 /// `my_app::mail::send_welcome` shows as `send_welcome`, and a closure
 /// `my_app::routes::register::{{closure}}` as `register::{{closure}}`, so the
-/// name still says where the closure was written. Naming a task at
-/// `add_task` costs nothing; the short form is a slice of the `'static` type
+/// name still says where the closure was written. Naming a task by its
+/// function costs nothing; the short form is a slice of the `'static` type
 /// name, taken when a log line or report needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskName(&'static str);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TaskName {
+    /// A function's type name.
+    Fn(&'static str),
+    /// Given as a `&'static str`: no allocation.
+    Static(&'static str),
+    /// Given as a `String`, shared by every copy.
+    Shared(Arc<str>),
+}
 
 impl TaskName {
-    pub(crate) fn short(self) -> &'static str {
-        short_name(self.0)
+    pub(crate) fn given(name: Cow<'static, str>) -> TaskName {
+        match name {
+            Cow::Borrowed(name) => TaskName::Static(name),
+            Cow::Owned(name) => TaskName::Shared(Arc::from(name)),
+        }
+    }
+
+    pub(crate) fn short(&self) -> &str {
+        match self {
+            TaskName::Fn(full) => short_name(full),
+            TaskName::Static(name) => name,
+            TaskName::Shared(name) => name,
+        }
+    }
+
+    /// The name for a report.
+    pub(crate) fn into_cow(self) -> Cow<'static, str> {
+        match self {
+            TaskName::Fn(full) => Cow::Borrowed(short_name(full)),
+            TaskName::Static(name) => Cow::Borrowed(name),
+            TaskName::Shared(name) => Cow::Owned(name.to_string()),
+        }
     }
 }
 

@@ -76,6 +76,80 @@
 //! single trip to the blocking pool, and a runner's sync tasks hold at most
 //! one blocking thread per drain it may run at once.
 //!
+//! # Choosing when a task runs
+//!
+//! By default a task runs whatever became of its response. [`add_task`]
+//! returns a [`QueuedTask`] whose [`run_if`](QueuedTask::run_if) makes it
+//! depend on the response's [`Outcome`], which `afterward-hyper` records
+//! when it hands a queue over: a success when the status is below 400 and
+//! any `grpc-status` (in the headers or the trailers) is `0`. A task whose
+//! condition does not hold is counted `skipped` and logged with the reason.
+//!
+//! [`RunIf::Success`]: only after a success, as a receipt after an order
+//! went through.
+//!
+//! ```
+//! use afterward::{Outcome, RunIf, TaskQueue};
+//!
+//! fn send_receipt(order: u64) {}
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let queue = TaskQueue::new();
+//! queue.add_task(send_receipt, (42,)).run_if(RunIf::Success);
+//! queue.set_outcome(Outcome::Failure); // as the adapter does after a 500
+//! assert_eq!(queue.drain().await.skipped(), 1);
+//! # }
+//! ```
+//!
+//! [`RunIf::Failure`]: only after a failure, as releasing the stock an
+//! order had reserved.
+//!
+//! ```
+//! use afterward::{Outcome, RunIf, TaskQueue};
+//!
+//! fn release_stock(order: u64) {}
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let queue = TaskQueue::new();
+//! queue.add_task(release_stock, (42,)).run_if(RunIf::Failure);
+//! queue.set_outcome(Outcome::Failure);
+//! assert_eq!(queue.drain().await.completed(), 1);
+//! # }
+//! ```
+//!
+//! [`RunIf::Always`], the default: whatever happened, as an audit line. It is
+//! also the only condition that runs when the outcome is
+//! [`Outcome::Unknown`] (a gRPC stream dropped before its status arrived):
+//! a task that needs a success, or a failure, does not run on a guess.
+//!
+//! ```
+//! use afterward::{Outcome, RunIf, TaskQueue};
+//!
+//! fn audit(order: u64) {}
+//! fn send_receipt(order: u64) {}
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let queue = TaskQueue::new();
+//! queue.add_task(audit, (42,));
+//! queue.add_task(send_receipt, (42,)).run_if(RunIf::Success);
+//! queue.set_outcome(Outcome::Unknown);
+//! let report = queue.drain().await;
+//! assert_eq!((report.completed(), report.skipped()), (1, 1));
+//! # }
+//! ```
+//!
+//! A queue nobody recorded an outcome for (drained directly, or handed to
+//! [`Runner::spawn`] by hand) counts as a success.
+//!
+//! The same [`QueuedTask`] names a task ([`name`](QueuedTask::name)), and
+//! gives it a dedupe [`key`](QueuedTask::key): a newer task with the same key
+//! replaces one still waiting, and [`TaskQueue::forget`] removes them.
+//!
+//! [`add_task`]: TaskQueue::add_task
+//!
 //! # What the runtime needs
 //!
 //! Tasks run on a tokio runtime. [`Runner::builder`]'s
@@ -84,6 +158,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod condition;
 mod drain;
 mod job;
 mod queue;
@@ -93,7 +168,8 @@ mod runner;
 mod stats;
 mod task;
 
-pub use crate::queue::TaskQueue;
+pub use crate::condition::{Outcome, RunIf};
+pub use crate::queue::{QueuedTask, TaskQueue};
 pub use crate::report::{DrainReport, FailurePolicy};
 pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport};
 pub use crate::stats::Stats;

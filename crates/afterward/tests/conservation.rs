@@ -116,7 +116,7 @@ fn random_kind(rng: &mut Rng) -> Kind {
 fn add(queue: &TaskQueue, ledger: &Arc<Ledger>, kind: Kind) {
     let id = ledger.id();
     let l = ledger.clone();
-    match kind {
+    let _queued = match kind {
         Kind::OkSync => queue.add_task(move || l.ran(id), ()),
         Kind::OkAsync => queue.add_task(move || async move { l.ran(id) }, ()),
         Kind::ErrSync => queue.add_task(
@@ -199,9 +199,9 @@ fn add(queue: &TaskQueue, ledger: &Arc<Ledger>, kind: Kind) {
                     add(&q, &l, Kind::OkSync);
                 },
                 (),
-            );
+            )
         }
-    }
+    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,7 +235,7 @@ async fn stop_queue_after(first: &'static str) -> (afterward::DrainReport, Vec<S
             },
             (),
         ),
-    }
+    };
     for n in 0..3 {
         let e = events.clone();
         if n % 2 == 0 {

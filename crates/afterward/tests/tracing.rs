@@ -1,47 +1,11 @@
 //! Each task runs in a `task` span (name, position) whose parent is the span
 //! that was current when the task was added, wherever the drain runs.
 
-use std::io;
-use std::sync::{Arc, Mutex};
+mod capture_logs;
 
 use afterward::{Runner, TaskQueue};
+use capture_logs::Capture;
 use tracing::Instrument;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn line_with(&self, needle: &str) -> String {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        let mut found = text.lines().filter(|line| line.contains(needle));
-        let line = found
-            .next()
-            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
-            .to_owned();
-        assert!(found.next().is_none(), "{needle:?} logged twice:\n{text}");
-        line
-    }
-}
 
 fn email_task(user: u64) {
     tracing::info!(user, "blocking task says hello");

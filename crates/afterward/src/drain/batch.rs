@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::{Dispatch, Span};
 
 use super::run::{Ran, run_sync, task_span};
-use super::{Ctx, release};
+use super::{Ctx, release, skipped};
 use crate::job::TaskName;
 use crate::queue::{Fate, Inner};
 use crate::report::{FailurePolicy, Kind};
@@ -43,6 +43,15 @@ impl Batch {
                 match state.tasks.pop_front() {
                     Some(task) if task.is_sync() => {
                         state.forget_if_emptied();
+                        if let Some(why) = task.info().run_if.refuses(state.outcome) {
+                            state.report.add(Kind::Skipped, 1);
+                            if let Some(host) = &self.ctx.host {
+                                host.counters().count(Kind::Skipped, 1);
+                            }
+                            drop(state);
+                            skipped(task, why);
+                            continue;
+                        }
                         state.in_flight = Some((task.name(), task.position()));
                         task
                     }

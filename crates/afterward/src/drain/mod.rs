@@ -91,6 +91,8 @@ enum Step {
     Async(Task),
     Sync,
     Skip(Vec<Task>),
+    /// A task whose run condition does not hold, and why.
+    Unmet(Task, &'static str),
 }
 
 impl Drain {
@@ -175,7 +177,17 @@ impl Drain {
                     self.tally.add(Kind::Skipped, skipped.len());
                     Step::Skip(skipped)
                 } else {
-                    match state.tasks.pop_front() {
+                    let next = state.tasks.pop_front();
+                    let unmet = next
+                        .as_ref()
+                        .and_then(|task| task.info().run_if.refuses(state.outcome));
+                    match next {
+                        Some(task) if unmet.is_some() => {
+                            state.forget_if_emptied();
+                            self.report.add(Kind::Skipped, 1);
+                            self.tally.add(Kind::Skipped, 1);
+                            Step::Unmet(task, unmet.unwrap_or_default())
+                        }
                         None => {
                             // Decided under the lock that tasks arrive under:
                             // a task added from now on starts a new drain.
@@ -230,6 +242,7 @@ impl Drain {
                         }
                     }
                 }
+                Step::Unmet(task, why) => skipped(task, why),
                 Step::Skip(tasks) => {
                     for task in tasks {
                         tracing::warn!(
@@ -261,7 +274,7 @@ impl Drain {
             (limit, timer.as_mut())
         });
         let ran = RunAsync {
-            guarded: Guarded::new(task, name),
+            guarded: Guarded::new(task, name.clone()),
             span: &span,
             timer,
             tally: &mut self.tally,
@@ -336,7 +349,7 @@ impl Drain {
         if let (Some(host), true) = (&self.ctx.host, in_flight.is_some() || !rest.is_empty()) {
             let names: Vec<TaskName> = in_flight
                 .iter()
-                .map(|(name, _)| *name)
+                .map(|(name, _)| name.clone())
                 .chain(rest.iter().map(|task| task.name()))
                 .collect();
             host.abandoned(&names);
@@ -373,6 +386,17 @@ impl fmt::Debug for Drain {
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
+}
+
+/// Logs and drops a task whose run condition did not hold; it is counted.
+pub(crate) fn skipped(task: Task, why: &str) {
+    tracing::warn!(
+        parent: task.parent(),
+        task = task.name().short(),
+        position = task.position(),
+        "background task skipped: {why}"
+    );
+    task.discard();
 }
 
 /// Lets go of one hold on the queue's drain lock.

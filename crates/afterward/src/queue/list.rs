@@ -74,6 +74,41 @@ impl TaskList {
         all
     }
 
+    /// Calls `f` on the task at `position`, if it is in the list; returns
+    /// whether it was. The newest task, the usual one, is found first.
+    pub(crate) fn find_mut(&mut self, position: usize, f: impl FnOnce(&mut Task)) -> bool {
+        let mut f = Some(f);
+        for chain in [&mut self.back, &mut self.front] {
+            let mut task = chain.as_mut();
+            while let Some(t) = task {
+                if t.position() == position {
+                    if let Some(f) = f.take() {
+                        f(t);
+                    }
+                    return true;
+                }
+                task = t.info_mut().next.as_mut();
+            }
+        }
+        false
+    }
+
+    /// Takes out the tasks for which `remove` holds, oldest first, keeping
+    /// the order of the others.
+    pub(crate) fn take_where(&mut self, mut remove: impl FnMut(&Task) -> bool) -> Vec<Task> {
+        let mut removed = Vec::new();
+        let mut kept = TaskList::default();
+        while let Some(task) = self.pop_front() {
+            if remove(&task) {
+                removed.push(task);
+            } else {
+                kept.push_back(task);
+            }
+        }
+        *self = kept;
+        removed
+    }
+
     /// Calls `f` on every task, oldest first.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Task)) {
         let mut task = self.front.as_ref();

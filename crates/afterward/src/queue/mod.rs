@@ -1,6 +1,7 @@
 //! `TaskQueue`: the per-request queue users add tasks to.
 
 mod list;
+mod queued;
 mod state;
 
 use std::fmt;
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use tracing::Span;
 
 use self::list::TaskList;
+pub use self::queued::QueuedTask;
+use self::state::settle_removed;
 pub(crate) use self::state::{Awaited, Fate, Host, Inner, Registration, State, TaskNames};
+use crate::condition::Outcome;
 use crate::drain::{Ctx, Drain};
 pub(crate) use crate::job::Task;
 use crate::report::{DrainReport, Kind};
@@ -104,6 +108,10 @@ impl TaskQueue {
     /// The task's name in logs is the function's name without its module path
     /// (`send_welcome_email`, or `handler::{{closure}}` for a closure).
     ///
+    /// It returns a [`QueuedTask`], which may be ignored, to give the task a
+    /// [name](QueuedTask::name), a [run condition](QueuedTask::run_if) or a
+    /// dedupe [key](QueuedTask::key).
+    ///
     /// The task runs inside a `tracing` span that is a child of the span
     /// current here, so its logs line up with the request that queued it.
     ///
@@ -175,7 +183,7 @@ impl TaskQueue {
     /// fn count(n: u32) -> u32 { n + 1 }
     /// queue.add_task(count, (1,)); // `u32` cannot be returned by a background task
     /// ```
-    pub fn add_task<F, Args, M>(&self, func: F, args: Args)
+    pub fn add_task<F, Args, M>(&self, func: F, args: Args) -> QueuedTask<'_>
     where
         F: TaskFn<Args, M>,
     {
@@ -186,7 +194,8 @@ impl TaskQueue {
         } else {
             Span::none()
         };
-        self.arrive(Arrivals::One(task::task_of(func, args, parent)));
+        let position = self.arrive(Arrivals::One(task::task_of(func, args, parent)));
+        QueuedTask::new(self, position)
     }
 
     /// Moves every task of `other` to the end of this queue, keeping their
@@ -242,9 +251,11 @@ impl TaskQueue {
     /// runner tells the runner it has tasks); a queue handed off to run
     /// counts it received and, if no drain has the queue, starts one; a
     /// queue handed off to skip counts it skipped.
-    fn arrive(&self, arrived: Arrivals) {
+    /// Returns the position of the last task that arrived.
+    fn arrive(&self, arrived: Arrivals) -> usize {
         let mut state = self.inner.lock();
         let arrived = arrived.numbered(&mut state.added);
+        let last = state.added;
         let n = arrived.len();
         let State {
             owner,
@@ -255,7 +266,7 @@ impl TaskQueue {
         } = &mut *state;
         let Some(owner) = owner else {
             arrived.push_into(tasks);
-            return;
+            return last;
         };
         let (refused, rejected) = match *fate {
             Fate::Open => {
@@ -266,7 +277,7 @@ impl TaskQueue {
                         None => Registration::Refused,
                     };
                 }
-                return;
+                return last;
             }
             Fate::Run { scheduled } => {
                 if !owner.has_room(n) {
@@ -281,7 +292,7 @@ impl TaskQueue {
                         drop(state);
                         owner.schedule(self.inner.clone());
                     }
-                    return;
+                    return last;
                 }
             }
             Fate::Skip => {
@@ -308,6 +319,56 @@ impl TaskQueue {
             }
             task.discard();
         }
+        last
+    }
+
+    /// Records how the response this queue was filled for ended, for the
+    /// tasks' [run conditions](crate::RunIf). `afterward-hyper` sets it at
+    /// hand-off; a queue nobody sets it for counts as a success.
+    pub fn set_outcome(&self, outcome: Outcome) {
+        self.inner.lock().outcome = outcome;
+    }
+
+    /// Removes the waiting tasks queued with `key` (see
+    /// [`QueuedTask::key`]) and says how many there were. They are dropped
+    /// unrun; if the queue was already handed to a runner, they are counted
+    /// `skipped` and logged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use afterward::TaskQueue;
+    ///
+    /// fn send_reminder(user: u64) {}
+    ///
+    /// let queue = TaskQueue::new();
+    /// queue.add_task(send_reminder, (7,)).key("reminder 7");
+    /// // The user finished their signup in the meantime:
+    /// assert_eq!(queue.forget("reminder 7"), 1);
+    /// assert!(queue.is_empty());
+    /// ```
+    pub fn forget(&self, key: &str) -> usize {
+        let mut state = self.inner.lock();
+        let forgotten = state.tasks.take_where(|task| task.key() == Some(key));
+        let n = forgotten.len();
+        settle_removed(
+            state,
+            forgotten,
+            "background task forgotten (TaskQueue::forget)",
+        );
+        n
+    }
+
+    /// The names of the tasks waiting to run, in order: the names given with
+    /// [`QueuedTask::name`], or the functions' names. For tests and
+    /// debugging.
+    pub fn task_names(&self) -> Vec<String> {
+        let state = self.inner.lock();
+        let mut names = Vec::with_capacity(state.tasks.len());
+        state
+            .tasks
+            .for_each(|task| names.push(task.name().short().to_owned()));
+        names
     }
 
     /// The number of tasks waiting to run.

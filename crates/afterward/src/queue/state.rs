@@ -7,8 +7,10 @@ use std::task::Waker;
 use tokio::sync::Notify;
 
 use super::list::TaskList;
+use crate::condition::Outcome;
+use crate::job::Task;
 use crate::job::TaskName;
-use crate::report::DrainReport;
+use crate::report::{DrainReport, Kind};
 use crate::stats::Counters;
 
 /// What a queue needs from the runner it belongs to.
@@ -94,6 +96,8 @@ pub(crate) struct State {
     pub(crate) owner: Option<Arc<dyn Host>>,
     pub(crate) fate: Fate,
     pub(crate) registration: Registration,
+    /// How the response this queue was filled for ended, for run conditions.
+    pub(crate) outcome: Outcome,
     /// Runner drains started for this queue; numbers them.
     pub(crate) drains: u64,
     /// The report a `DrainHandle` waits for, if one does.
@@ -133,6 +137,7 @@ impl Inner {
                 owner,
                 fate: Fate::Open,
                 registration: Registration::No,
+                outcome: Outcome::Success,
                 drains: 0,
                 awaited: None,
             }),
@@ -149,6 +154,11 @@ impl Inner {
 
     pub(crate) fn released(&self) -> &Notify {
         &self.released
+    }
+
+    /// Calls `f` on the waiting task at `position`, if it is still there.
+    pub(crate) fn with_waiting(&self, position: usize, f: impl FnOnce(&mut Task)) {
+        self.lock().tasks.find_mut(position, f);
     }
 }
 
@@ -173,6 +183,44 @@ impl State {
                 None
             }
         }
+    }
+}
+
+/// Drops tasks taken out of the queue by a key or `forget`, then lets
+/// the lock go. Tasks of a queue not handed over never reached a runner
+/// and are not counted; those of a queue handed over are counted
+/// `skipped`, and logged.
+pub(crate) fn settle_removed(mut state: MutexGuard<'_, State>, removed: Vec<Task>, why: &str) {
+    if removed.is_empty() {
+        return;
+    }
+    state.forget_if_emptied();
+    let counted = match (&state.fate, &state.owner) {
+        (Fate::Open, _) | (_, None) => false,
+        (Fate::Run { .. } | Fate::Skip, Some(owner)) => {
+            owner.counters().count(Kind::Skipped, removed.len());
+            owner.made_room();
+            true
+        }
+    };
+    drop(state);
+    for task in removed {
+        if counted {
+            tracing::warn!(
+                parent: task.parent(),
+                task = task.name().short(),
+                position = task.position(),
+                "{why}"
+            );
+        } else {
+            tracing::debug!(
+                parent: task.parent(),
+                task = task.name().short(),
+                position = task.position(),
+                "{why}"
+            );
+        }
+        task.discard();
     }
 }
 

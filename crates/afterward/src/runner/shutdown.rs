@@ -1,14 +1,16 @@
 //! Shutting a runner down, and what it reports.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::{Phase, RunState, Shared};
+use crate::job::TaskName;
 
 /// What [`Runner::shutdown`](crate::Runner::shutdown) had to give up on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    abandoned_tasks: Vec<&'static str>,
+    abandoned_tasks: Vec<Cow<'static, str>>,
 }
 
 impl ShutdownReport {
@@ -18,7 +20,7 @@ impl ShutdownReport {
     }
 
     /// The names of the abandoned tasks, in the order they were abandoned.
-    pub fn abandoned_tasks(&self) -> &[&'static str] {
+    pub fn abandoned_tasks(&self) -> &[Cow<'static, str>] {
         &self.abandoned_tasks
     }
 }
@@ -72,9 +74,9 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
     }
     shutting.done = true;
 
-    let abandoned: Vec<&'static str> = std::mem::take(&mut shared.lock().abandoned)
+    let abandoned: Vec<Cow<'static, str>> = std::mem::take(&mut shared.lock().abandoned)
         .into_iter()
-        .map(|name| name.short())
+        .map(TaskName::into_cow)
         .collect();
     shared.wake_if_watched(shared.lock());
     if abandoned.is_empty() {

@@ -26,7 +26,7 @@ use afterward_hyper::TaskLayer;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -77,7 +77,7 @@ fn append_audit_line(log: Arc<AuditLog>, entry: Entry) -> std::io::Result<()> {
 
 async fn record(
     State(log): State<Arc<AuditLog>>,
-    Extension(tasks): Extension<TaskQueue>,
+    tasks: TaskQueue,
     Json(action): Json<Action>,
 ) -> StatusCode {
     let at_unix_ms = SystemTime::now()

@@ -26,7 +26,7 @@ use afterward_hyper::TaskLayer;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::{Address, FileTransport, SmtpTransport, Transport};
@@ -75,7 +75,7 @@ fn send_welcome_email(mailer: Arc<Mailer>, to: Address, username: String) -> Res
 
 async fn register(
     State(mailer): State<Arc<Mailer>>,
-    Extension(tasks): Extension<TaskQueue>,
+    tasks: TaskQueue,
     Json(registration): Json<Registration>,
 ) -> (StatusCode, Json<Value>) {
     let to: Address = match registration.email.parse() {

@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::Deserialize;
@@ -81,7 +81,7 @@ struct Upload {
 
 async fn upload(
     State(dirs): State<Arc<Dirs>>,
-    Extension(tasks): Extension<TaskQueue>,
+    tasks: TaskQueue,
     Query(upload): Query<Upload>,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {

@@ -23,7 +23,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 
 /// What ran, in order.
 pub(crate) type RunLog = Arc<Mutex<Vec<String>>>;
@@ -55,10 +55,7 @@ async fn log_requests(State(log): State<RunLog>, request: Request, next: Next) -
     next.run(request).await
 }
 
-async fn checkout(
-    State(log): State<RunLog>,
-    Extension(tasks): Extension<TaskQueue>,
-) -> &'static str {
+async fn checkout(State(log): State<RunLog>, tasks: TaskQueue) -> &'static str {
     tasks.add_task(charge_card, (log, 4_200));
     "order placed"
 }

@@ -25,7 +25,7 @@ use afterward_hyper::TaskLayer;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -77,7 +77,7 @@ fn record_analytics(pipeline: Arc<Pipeline>, order: u64) {
 
 async fn order(
     State(pipeline): State<Arc<Pipeline>>,
-    Extension(tasks): Extension<TaskQueue>,
+    tasks: TaskQueue,
     Json(order): Json<Order>,
 ) -> (StatusCode, Json<Value>) {
     let id = pipeline.next_id.fetch_add(1, Ordering::Relaxed) + 1;

@@ -25,7 +25,7 @@ use afterward_hyper::TaskLayer;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -88,7 +88,7 @@ struct Target {
 
 async fn event(
     State(webhook): State<Arc<Webhook>>,
-    Extension(tasks): Extension<TaskQueue>,
+    tasks: TaskQueue,
     Query(target): Query<Target>,
     Json(event): Json<Value>,
 ) -> (StatusCode, Json<Value>) {

@@ -11,18 +11,21 @@ use crate::{DisconnectPolicy, TaskService};
 ///
 /// # Examples
 ///
-/// With axum, a handler takes the queue as an `Extension`:
+/// With axum (feature `axum`), a handler takes the queue as an extractor;
+/// without the feature, as `Extension<TaskQueue>`. (This example needs the
+/// `axum` feature.)
 ///
-/// ```
+#[cfg_attr(feature = "axum", doc = "```")]
+#[cfg_attr(not(feature = "axum"), doc = "```ignore")]
 /// use afterward::{Runner, TaskQueue};
 /// use afterward_hyper::TaskLayer;
-/// use axum::{Extension, Router, routing::post};
+/// use axum::{Router, routing::post};
 ///
 /// fn send_welcome_email(to: String) {
 ///     println!("welcome, {to}");
 /// }
 ///
-/// async fn register(Extension(tasks): Extension<TaskQueue>, body: String) -> &'static str {
+/// async fn register(tasks: TaskQueue, body: String) -> &'static str {
 ///     tasks.add_task(send_welcome_email, (body,));
 ///     "registered"
 /// }
@@ -63,15 +66,16 @@ impl TaskLayer {
     ///
     /// # Examples
     ///
-    /// ```
+    #[cfg_attr(feature = "axum", doc = "```")]
+    #[cfg_attr(not(feature = "axum"), doc = "```ignore")]
     /// use afterward::{Runner, TaskQueue};
     /// use afterward_hyper::TaskLayer;
     /// use axum::error_handling::HandleErrorLayer;
     /// use axum::http::StatusCode;
-    /// use axum::{BoxError, Extension, Router, routing::post};
+    /// use axum::{BoxError, Router, routing::post};
     /// use tower::ServiceBuilder;
     ///
-    /// async fn order(Extension(tasks): Extension<TaskQueue>) -> &'static str {
+    /// async fn order(tasks: TaskQueue) -> &'static str {
     ///     tasks.add_task(|| println!("send the receipt"), ());
     ///     "ordered"
     /// }

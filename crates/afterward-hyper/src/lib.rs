@@ -141,6 +141,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `tower` | [`TaskLayer`], and tower's `Service` for [`TaskService`] (for tower stacks and axum) |
+//! | `axum` | `tower`, and [`TaskQueue`] as an axum extractor: a handler takes `tasks: TaskQueue` |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -158,7 +159,7 @@ pub use crate::service::{DisconnectPolicy, ResponseFuture, TaskService};
 pub use afterward::{Runner, TaskQueue};
 
 // The README's examples are compiled as doctests, so it stays true. They use
-// axum, hence the feature.
-#[cfg(all(doctest, feature = "tower"))]
+// axum's extractor, hence the feature.
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

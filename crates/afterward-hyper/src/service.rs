@@ -51,7 +51,7 @@ pub enum DisconnectPolicy {
 ///
 /// 1. puts a `TaskQueue` into the request's extensions, where the handler
 ///    finds it with `req.extensions().get::<TaskQueue>()` (or axum's
-///    `Extension<TaskQueue>`);
+///    `TaskQueue` extractor with the `axum` feature, or `Extension<TaskQueue>`);
 /// 2. calls the inner service;
 /// 3. wraps the response body in a [`TaskBody`], which hands the queue to the
 ///    [`Runner`] when the body is finished and dropped.

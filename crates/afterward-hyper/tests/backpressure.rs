@@ -1,7 +1,7 @@
 //! `TaskLayer::backpressure` in an axum app over a real socket: a full
 //! backlog turns into 503s behind `tower::load_shed`, and into waiting
 //! behind `tower::buffer`; no task is refused either way.
-#![cfg(feature = "tower")]
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -13,7 +13,7 @@ use afterward_hyper::TaskLayer;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{BoxError, Extension, Router};
+use axum::{BoxError, Router};
 use common::*;
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceBuilder;
@@ -37,7 +37,7 @@ fn setup() -> Setup {
     let handled = Arc::new(AtomicUsize::new(0));
     let (started_tx, started) = mpsc::unbounded_channel();
     let (g, h) = (gate.clone(), handled.clone());
-    let handler = move |Extension(tasks): Extension<TaskQueue>| {
+    let handler = move |tasks: TaskQueue| {
         let (gate, started) = (g.clone(), started_tx.clone());
         h.fetch_add(1, SeqCst);
         async move {

@@ -150,6 +150,12 @@
 //!
 //! [`add_task`]: TaskQueue::add_task
 //!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
+//!
 //! # What the runtime needs
 //!
 //! Tasks run on a tokio runtime. [`Runner::builder`]'s
@@ -158,6 +164,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+mod axum;
 mod condition;
 mod drain;
 mod job;
@@ -168,6 +176,9 @@ mod runner;
 mod stats;
 mod task;
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::axum::MissingTaskLayer;
 pub use crate::condition::{Outcome, RunIf};
 pub use crate::queue::{QueuedTask, TaskQueue};
 pub use crate::report::{DrainReport, FailurePolicy};

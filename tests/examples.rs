@@ -154,6 +154,45 @@ async fn email_registration_writes_a_welcome_message_to_the_outbox() {
     assert_eq!(runner.stats().completed(), 1);
 }
 
+/// The email app's handler, tested with a `Recorder`: it shows what the
+/// request queued before anything runs, then runs it on demand.
+#[tokio::test]
+async fn email_registration_queues_the_email_and_sends_it_only_when_run() {
+    use afterward::Recorder;
+    use tower::ServiceExt;
+
+    let outbox = temp_dir("outbox-recorded");
+    let recorder = Recorder::new();
+    let mailer = email::Mailer {
+        outbox: outbox.clone(),
+        smtp: None,
+    };
+    let app = email::app(recorder.runner(), mailer);
+
+    let request = Request::post("/register")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            r#"{"email": "ada@example.com", "username": "ada"}"#,
+        ))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // Reading the body to its end is what hands the queue over.
+    response.into_body().collect().await.unwrap();
+
+    assert_eq!(recorder.queued(), ["send_welcome_email"]);
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        0,
+        "nothing sent yet"
+    );
+
+    let report = recorder.run().await;
+    assert_eq!(report.completed(), 1, "{report:?}");
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1);
+    assert!(recorder.queued().is_empty());
+}
+
 #[tokio::test]
 async fn email_an_invalid_address_gets_422_and_queues_nothing() {
     let outbox = temp_dir("outbox-invalid");

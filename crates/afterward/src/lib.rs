@@ -155,6 +155,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
+//! | `test-util` | `Recorder`, a runner for tests that keeps the queues handed to it until the test runs them |
 //!
 //! # What the runtime needs
 //!
@@ -182,6 +183,9 @@ pub use crate::axum::MissingTaskLayer;
 pub use crate::condition::{Outcome, RunIf};
 pub use crate::queue::{QueuedTask, TaskQueue};
 pub use crate::report::{DrainReport, FailurePolicy};
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use crate::runner::Recorder;
 pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport};
 pub use crate::stats::Stats;
 pub use crate::task::{TaskFn, TaskOutput, TaskResult};

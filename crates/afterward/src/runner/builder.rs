@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) max_backlog: usize,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) failure_policy: FailurePolicy,
+    /// Keeps the queues handed over instead of running them (`Recorder`).
+    pub(crate) hold: bool,
 }
 
 impl Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             max_backlog: Settings::DEFAULT_MAX_BACKLOG,
             task_timeout: None,
             failure_policy: FailurePolicy::default(),
+            hold: false,
         }
     }
 }
@@ -120,6 +123,15 @@ impl RunnerBuilder {
     pub fn handle(mut self, handle: Handle) -> Self {
         self.handle = Some(handle);
         self
+    }
+
+    /// Builds a [`Recorder`](crate::Recorder): a runner with these settings
+    /// that keeps the queues handed to it until the test runs them.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn build_recorder(mut self) -> crate::Recorder {
+        self.settings.hold = true;
+        crate::Recorder::from_runner(self.build())
     }
 
     /// Builds the runner.

@@ -18,7 +18,7 @@ enum Admission {
     Start(ReportTo),
     /// It was handed to a parked worker, to be woken.
     Wake,
-    /// It waits for a worker.
+    /// It waits for a worker (or, on a recording runner, for the test).
     Waiting,
     /// Its tasks were taken out, to be abandoned or refused.
     Settled(Settled, Vec<Task>, ReportTo),
@@ -150,6 +150,14 @@ impl Shared {
             }
             self.wake_if_watched(run);
             return Admission::Settled(settled, tasks, report);
+        }
+        if self.settings.hold {
+            // A recording runner (`Recorder`): kept until the test runs it.
+            run.held.push(Waiting {
+                queue: inner.clone(),
+                report,
+            });
+            return Admission::Waiting;
         }
         if run.running < self.settings.max_concurrent_drains {
             self.more_running(&mut run, 1);

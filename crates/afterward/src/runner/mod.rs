@@ -4,6 +4,8 @@ mod backlog;
 mod builder;
 mod handle;
 mod handoff;
+#[cfg(feature = "test-util")]
+mod recorder;
 mod shared;
 mod shutdown;
 mod worker;
@@ -19,6 +21,8 @@ use tokio::runtime::Handle;
 pub use self::builder::RunnerBuilder;
 pub(crate) use self::builder::Settings;
 pub use self::handle::DrainHandle;
+#[cfg(feature = "test-util")]
+pub use self::recorder::Recorder;
 use self::shared::Shared;
 pub use self::shutdown::ShutdownReport;
 use crate::TaskQueue;

@@ -63,6 +63,8 @@ pub(super) struct RunState {
     /// Queues made for this runner that have tasks and were not handed off:
     /// the requests in flight, which a shutdown must account for.
     pub(super) open: Slab<Weak<Inner>>,
+    /// Queues a recording runner keeps until its test runs them.
+    pub(super) held: Vec<Waiting>,
     /// Names of the tasks abandoned so far, for the shutdown report.
     pub(super) abandoned: Vec<TaskName>,
     /// The runtime shut down under the runner; nothing can run any more.
@@ -101,6 +103,7 @@ impl Shared {
                 handed: VecDeque::new(),
                 waiting: VecDeque::new(),
                 open: Slab::new(),
+                held: Vec::new(),
                 abandoned: Vec::new(),
                 runtime_gone: false,
                 watchers: 0,

@@ -49,18 +49,34 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
     };
     // Drains running or waiting, and requests in flight that have tasks,
     // get until the deadline. The runner is closed in the same step that
-    // sees them all done, so no drain can start in between.
-    let all_done = |run: &mut RunState| {
-        let done = run.running == 0 && run.waiting.is_empty() && run.open.is_empty();
-        if done {
-            run.phase = Phase::Closed;
+    // sees them all done, so no drain can start in between. A recording
+    // runner's kept queues would never run by themselves: they are
+    // abandoned, not waited for.
+    let settled = async {
+        loop {
+            let mut held = Vec::new();
+            shared
+                .until(|run: &mut RunState| {
+                    if !run.held.is_empty() {
+                        held.append(&mut run.held);
+                        return true;
+                    }
+                    let done = run.running == 0 && run.waiting.is_empty() && run.open.is_empty();
+                    if done {
+                        run.phase = Phase::Closed;
+                    }
+                    done
+                })
+                .await;
+            if held.is_empty() {
+                return;
+            }
+            for waiting in held {
+                shared.abandon_waiting(waiting);
+            }
         }
-        done
     };
-    if tokio::time::timeout(deadline, shared.until(all_done))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(deadline, settled).await.is_err() {
         shutting.cancel();
         shared
             .until(|run| {
@@ -117,6 +133,7 @@ impl Shutting<'_> {
             shared.fewer_running(&mut run, handed.len());
             let mut waiting = std::mem::take(&mut run.waiting);
             waiting.extend(handed);
+            waiting.extend(std::mem::take(&mut run.held));
             (waiting, std::mem::take(&mut run.open))
         };
         // Running drains stop at their next poll and abandon what is left.

@@ -82,6 +82,19 @@ pub struct TaskService<S> {
     runner: Runner,
     on_disconnect: DisconnectPolicy,
     backpressure: bool,
+    /// While the backlog is full: the wait for room, kept across calls of
+    /// `poll_ready`.
+    room: Room,
+}
+
+/// A `poll_ready` waiting for room; a clone of the service starts afresh.
+#[derive(Default)]
+struct Room(Option<afterward::Capacity>);
+
+impl Clone for Room {
+    fn clone(&self) -> Room {
+        Room(None)
+    }
 }
 
 impl<S> TaskService<S> {
@@ -92,6 +105,7 @@ impl<S> TaskService<S> {
             runner,
             on_disconnect: DisconnectPolicy::default(),
             backpressure: false,
+            room: Room::default(),
         }
     }
 
@@ -104,7 +118,7 @@ impl<S> TaskService<S> {
 
     /// With `true`, tower's `poll_ready` is not ready while the runner's
     /// backlog is full (see `RunnerBuilder::max_backlog` and
-    /// [`Runner::poll_capacity`]). Off by default: a request is then always
+    /// [`Runner::capacity`]). Off by default: a request is then always
     /// taken, and tasks that do not fit are refused and counted `rejected`.
     ///
     /// Put a load shedder or a buffer in front to choose what a full backlog
@@ -117,7 +131,7 @@ impl<S> TaskService<S> {
     /// See [`TaskLayer::backpressure`](crate::TaskLayer::backpressure) for
     /// an example with axum.
     ///
-    /// [`Runner::poll_capacity`]: afterward::Runner::poll_capacity
+    /// [`Runner::capacity`]: afterward::Runner::capacity
     pub fn backpressure(mut self, on: bool) -> TaskService<S> {
         self.backpressure = on;
         self
@@ -209,7 +223,9 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.backpressure {
-            ready!(self.runner.poll_capacity(cx));
+            let room = self.room.0.get_or_insert_with(|| self.runner.capacity());
+            ready!(Pin::new(room).poll(cx));
+            self.room.0 = None;
         }
         self.inner.poll_ready(cx)
     }

@@ -186,6 +186,6 @@ pub use crate::report::{DrainReport, FailurePolicy};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use crate::runner::Recorder;
-pub use crate::runner::{DrainHandle, Runner, RunnerBuilder, ShutdownReport};
+pub use crate::runner::{Capacity, DrainHandle, Runner, RunnerBuilder, ShutdownReport};
 pub use crate::stats::Stats;
 pub use crate::task::{TaskFn, TaskOutput, TaskResult};

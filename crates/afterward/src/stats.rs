@@ -150,15 +150,20 @@ impl Stats {
     }
 
     /// Tasks given up on by a shutdown at its deadline, or because the
-    /// runtime was shutting down. A shutdown's
-    /// [`ShutdownReport`](crate::ShutdownReport) names each one.
+    /// runtime was shutting down (or, rarely, because a drain panicked
+    /// outside its tasks). A shutdown's
+    /// [`ShutdownReport`](crate::ShutdownReport) names each task it
+    /// abandoned, so the two are equal when the runner abandoned nothing
+    /// before its shutdown; every abandoned task is logged with its name
+    /// either way.
     pub fn abandoned(&self) -> usize {
         self.abandoned
     }
 
-    /// Tasks refused at the door: handed to the runner after its shutdown
-    /// returned, or after its runtime was gone. Each was logged with its
-    /// name when it was refused.
+    /// Tasks refused at the door: handed to the runner while its backlog
+    /// was full (see [`max_backlog`](crate::RunnerBuilder::max_backlog)),
+    /// after its shutdown returned, or after its runtime was gone. Each was
+    /// logged with its name when it was refused.
     pub fn rejected(&self) -> usize {
         self.rejected
     }

@@ -1,7 +1,6 @@
-//! Under a flood: the backlog cap, the finite defaults, and `poll_capacity`.
+//! Under a flood: the backlog cap, the finite defaults, and `Runner::capacity`.
 
 use std::collections::HashSet;
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,22 +99,34 @@ async fn a_task_added_after_the_hand_off_is_rejected_when_the_backlog_is_full() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poll_capacity_waits_while_the_backlog_is_full_and_wakes_when_it_has_room() {
+async fn capacity_waits_while_the_backlog_is_full_and_wakes_every_waiter_when_it_has_room() {
     let (runner, gate) = blocked_runner(2).await;
     let queue = TaskQueue::new();
     queue.add_task(send_receipt, ());
     queue.add_task(send_receipt, ());
     runner.spawn(queue);
 
-    let mut waiting = tokio_test::task::spawn({
-        let runner = runner.clone();
-        async move { poll_fn(|cx| runner.poll_capacity(cx)).await }
-    });
-    assert!(waiting.poll().is_pending(), "the backlog is full");
+    let mut first = tokio_test::task::spawn(runner.capacity());
+    let mut second = tokio_test::task::spawn(runner.capacity());
+    // A waiter that gives up must not keep the others from being woken.
+    let mut dropped = tokio_test::task::spawn(runner.capacity());
+    assert!(first.poll().is_pending(), "the backlog is full");
+    assert!(second.poll().is_pending(), "the backlog is full");
+    assert!(dropped.poll().is_pending(), "the backlog is full");
+    drop(dropped);
     gate.add_permits(1);
     runner.wait_idle().await;
-    assert!(waiting.is_woken(), "room was made, but nobody was woken");
-    assert!(waiting.poll().is_ready());
+    assert!(first.is_woken(), "room was made, but nobody was woken");
+    assert!(
+        second.is_woken(),
+        "room was made, but the second waiter was not woken"
+    );
+    assert!(first.poll().is_ready());
+    assert!(second.poll().is_ready());
+    assert!(
+        tokio_test::task::spawn(runner.capacity()).poll().is_ready(),
+        "room now: ready at once"
+    );
     assert_eq!(runner.stats().rejected(), 0);
 }
 

@@ -299,6 +299,24 @@ fn runtime_shutdown_abandons_and_counts_instead_of_losing_tasks() {
     assert_conserved(&stats);
 }
 
+/// Handing an empty queue to a second runner changes nothing: the runner
+/// that has it keeps it, and runs what is added later.
+#[tokio::test]
+async fn an_empty_queue_handed_to_another_runner_stays_with_its_runner() {
+    let (first, second) = (Runner::new(), Runner::new());
+    let queue = TaskQueue::new();
+    queue.add_task(quick_sync, ());
+    assert_eq!(first.spawn(queue.clone()).await.completed(), 1);
+    assert_eq!(second.spawn(queue.clone()).await.total(), 0);
+
+    let (tx, rx) = oneshot::channel();
+    queue.add_task(move || tx.send(()).unwrap(), ());
+    rx.await.unwrap();
+    first.wait_idle().await;
+    assert_eq!(first.stats().completed(), 2);
+    assert_eq!(second.stats().tasks_received(), 0);
+}
+
 async fn sleep_forever() {
     std::future::pending::<()>().await;
 }
@@ -485,4 +503,62 @@ async fn skip_counts_and_never_runs() {
     let stats = runner.stats();
     assert_eq!((stats.tasks_received(), stats.skipped()), (3, 3));
     assert_conserved(&stats);
+}
+
+/// A runner leaves no task behind on its runtime once it and its work are
+/// gone: a server that builds a runner per test, or per tenant, must not
+/// leak.
+#[tokio::test]
+async fn a_dropped_runner_leaves_no_task_on_the_runtime() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for _ in 0..20 {
+        let runner = Runner::new();
+        let queue = TaskQueue::new();
+        queue.add_task(|| (), ());
+        queue.add_task(|| async {}, ());
+        assert_eq!(runner.spawn(queue).await.completed(), 2);
+        drop(runner);
+    }
+    // Tasks ended by the drop finish on their next poll: give them turns,
+    // as many as it takes, then check.
+    for _ in 0..10_000 {
+        if metrics.num_alive_tasks() == before {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metrics.num_alive_tasks(), before, "tasks left behind");
+}
+
+/// A long drain of tasks that never wait does not hold its thread: other
+/// tasks of the runtime get turns while it runs.
+#[tokio::test]
+async fn a_long_drain_of_tasks_that_never_wait_lets_other_tasks_run() {
+    const TASKS: usize = 10_000;
+    let runner = Runner::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queue = TaskQueue::new();
+    for _ in 0..TASKS {
+        let ran = ran.clone();
+        queue.add_task(
+            move || async move {
+                ran.fetch_add(1, SeqCst);
+            },
+            (),
+        );
+    }
+    let drain = runner.spawn(queue);
+    // Spawned after the drain's worker, on this one-thread runtime: it runs
+    // when the drain first yields.
+    let seen = tokio::spawn({
+        let ran = ran.clone();
+        async move { ran.load(SeqCst) }
+    });
+    assert_eq!(drain.await.completed(), TASKS);
+    let seen = seen.await.unwrap();
+    assert!(
+        seen < TASKS,
+        "the drain ran all {TASKS} tasks without a break"
+    );
 }

@@ -9,14 +9,17 @@
 //! finished a batch is not idle yet.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
 
-/// How long an idle lane waits for work before it gives its thread back,
-/// as tokio's blocking pool keeps an idle thread.
-const IDLE: Duration = Duration::from_secs(10);
+/// How long an idle lane waits for work before it gives its thread back to
+/// tokio's blocking pool. Long enough to bridge the gaps between batches in
+/// a burst; once given back, the pool itself keeps the thread for reuse (10
+/// seconds by default), for the next lane or anyone else.
+const IDLE: Duration = Duration::from_millis(50);
 
 /// A batch, and what tells its drain that it has run.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -26,6 +29,9 @@ pub(crate) struct Lanes {
     max: usize,
     state: Mutex<State>,
     work: Condvar,
+    /// The task that closes the lanes when the runtime shuts down; ended
+    /// when the lanes are dropped, so a runner leaves no task behind.
+    closer: Mutex<Option<AbortHandle>>,
 }
 
 #[derive(Default)]
@@ -47,16 +53,18 @@ impl Lanes {
             max,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
+            closer: Mutex::new(None),
         });
         // Idle lanes wait on a condition variable that a runtime shutting
         // down knows nothing of, and the runtime waits for its blocking
         // threads. This task is dropped when the runtime shuts down, and
         // sends the lanes away.
-        let closer = CloseOnDrop(lanes.clone());
-        drop(lanes.handle.spawn(async move {
+        let closer = CloseOnDrop(Arc::downgrade(&lanes));
+        let task = lanes.handle.spawn(async move {
             let _closer = closer;
             std::future::pending::<()>().await;
-        }));
+        });
+        *lanes.closer.lock().unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         lanes
     }
 
@@ -156,10 +164,24 @@ impl Drop for Lane {
     }
 }
 
-struct CloseOnDrop(Arc<Lanes>);
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        let closer = self
+            .closer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(closer) = closer.take() {
+            closer.abort();
+        }
+    }
+}
+
+struct CloseOnDrop(Weak<Lanes>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        if let Some(lanes) = self.0.upgrade() {
+            lanes.close();
+        }
     }
 }

@@ -85,7 +85,14 @@ pub(crate) struct Drain {
     timer: Option<Pin<Box<Sleep>>>,
     /// This drain's own counts not yet published to the runner.
     tally: Tally,
+    /// Async tasks run since the drain last yielded on purpose.
+    streak: u32,
 }
+
+/// How many async tasks in a row a drain runs before it yields to the
+/// runtime: tasks that finish without waiting would otherwise let one long
+/// drain hold a worker thread. Tokio's own cooperative budget is 128.
+const STREAK: u32 = 128;
 
 enum Step {
     Async(Task),
@@ -109,6 +116,7 @@ impl Drain {
             failed: false,
             timer: None,
             tally,
+            streak: 0,
         }
     }
 
@@ -216,7 +224,15 @@ impl Drain {
                 }
             };
             match step {
-                Step::Async(task) => self.run_async(task).await,
+                Step::Async(task) => {
+                    self.run_async(task).await;
+                    self.streak += 1;
+                    if self.streak == STREAK {
+                        self.streak = 0;
+                        self.tally.publish();
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Step::Sync => {
                     self.tally.publish();
                     let batch = Batch {

@@ -1,9 +1,14 @@
 //! The backlog: tasks that reached the runner and have not started, its
-//! bound, and the callers of `Runner::poll_capacity` waiting for room.
+//! bound, and `Capacity`, the future that waits for room in it.
 
-use std::sync::PoisonError;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst, fence};
 use std::task::{Context, Poll};
+
+use tokio::sync::futures::OwnedNotified;
 
 use super::shared::{RunState, Shared};
 
@@ -19,58 +24,105 @@ impl Shared {
         self.backlog_now(run.running)
     }
 
-    /// Ready while the backlog has room for a task; see
-    /// `Runner::poll_capacity`.
-    pub(super) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let full =
-            || self.backlog_now(self.running_hint.load(Relaxed)) >= self.settings.max_backlog;
-        if !full() {
-            return Poll::Ready(());
-        }
-        {
-            let mut wakers = self
-                .room_wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-            self.room_wanted.store(true, SeqCst);
-        }
-        // Checked again after registering: room made meanwhile would
-        // otherwise have found no waker to wake.
-        if full() {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+    fn full(&self) -> bool {
+        self.backlog_now(self.running_hint.load(Relaxed)) >= self.settings.max_backlog
     }
 
-    /// Wakes the `poll_capacity` callers once the backlog has room. Called
-    /// whenever tasks are counted; costs one load when nobody waits.
+    /// Wakes the `Capacity` futures waiting, once the backlog has room.
+    /// Called after every change that can make room (tasks counted, drains
+    /// started); costs a fence and one load when nobody waits.
     pub(super) fn made_room(&self) {
-        if !self.room_wanted.load(SeqCst) {
+        // Pairs with the fence in `Capacity::poll`: either this sees the
+        // waiter, or the waiter sees the room.
+        fence(SeqCst);
+        if self.room_waiters.load(Relaxed) == 0 || self.full() {
             return;
         }
-        if self.backlog_now(self.running_hint.load(Relaxed)) >= self.settings.max_backlog {
-            return;
-        }
-        let wakers = {
-            let mut wakers = self
-                .room_wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.room_wanted.store(false, SeqCst);
-            std::mem::take(&mut *wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
+        self.room.notify_waiters();
     }
 
     /// Whether `n` more tasks fit, for tasks added to a queue after its
     /// hand-off.
     pub(super) fn has_room_for(&self, n: usize) -> bool {
         self.backlog_now(self.running_hint.load(Relaxed)) + n <= self.settings.max_backlog
+    }
+}
+
+/// Waits until the runner's backlog has room for more tasks: the future
+/// [`Runner::capacity`](crate::Runner::capacity) returns.
+///
+/// It is `Send`, `Unpin` and `'static`, so it can be stored (as
+/// `afterward-hyper`'s `TaskService` does between calls of tower's
+/// `poll_ready`). It allocates only when it has to wait.
+#[must_use = "futures do nothing unless polled"]
+pub struct Capacity {
+    shared: Arc<Shared>,
+    /// Registered with the runner's `room` notifier while waiting.
+    notified: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Capacity {
+    pub(super) fn new(shared: Arc<Shared>) -> Capacity {
+        Capacity {
+            shared,
+            notified: None,
+        }
+    }
+
+    fn stop_waiting(&mut self) {
+        if self.notified.take().is_some() {
+            self.shared.room_waiters.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Future for Capacity {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if !this.shared.full() {
+                this.stop_waiting();
+                return Poll::Ready(());
+            }
+            let notified = match &mut this.notified {
+                Some(notified) => notified,
+                None => {
+                    let mut notified = Box::pin(this.shared.room.clone().notified_owned());
+                    // Registered before the check below, so that room made
+                    // after the check wakes it.
+                    notified.as_mut().enable();
+                    this.shared.room_waiters.fetch_add(1, Relaxed);
+                    fence(SeqCst);
+                    this.notified.insert(notified)
+                }
+            };
+            if this.shared.full() {
+                if notified.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Woken: room was made, perhaps taken again already. Check
+                // once more, with a fresh registration if need be.
+                this.stop_waiting();
+            } else {
+                this.stop_waiting();
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+impl Drop for Capacity {
+    fn drop(&mut self) {
+        self.stop_waiting();
+    }
+}
+
+impl fmt::Debug for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capacity")
+            .field("waiting", &self.notified.is_some())
+            .finish()
     }
 }

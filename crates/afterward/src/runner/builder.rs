@@ -76,15 +76,17 @@ impl RunnerBuilder {
     ///
     /// The backlog is what a flood grows: drains waiting for a slot under
     /// [`max_concurrent_drains`](RunnerBuilder::max_concurrent_drains), and
-    /// the tasks queued behind the one each drain is running. For tower
+    /// the tasks queued behind the one each drain is running. The bound is
+    /// kept without a lock per task, so it may be passed by at most one
+    /// task per running drain (at most `n` + `max_concurrent_drains`). For tower
     /// stacks, `afterward-hyper`'s `TaskLayer::backpressure` turns a full
-    /// backlog into back-pressure instead (see [`Runner::poll_capacity`]).
+    /// backlog into back-pressure instead (see [`Runner::capacity`]).
     ///
     /// # Panics
     ///
     /// If `n` is 0: every queue would be refused.
     ///
-    /// [`Runner::poll_capacity`]: crate::Runner::poll_capacity
+    /// [`Runner::capacity`]: crate::Runner::capacity
     pub fn max_backlog(mut self, n: usize) -> Self {
         assert!(n > 0, "max_backlog must be at least 1");
         self.settings.max_backlog = n;

@@ -2,16 +2,15 @@
 //!
 //! Most handles are dropped unpolled (`afterward-hyper` never waits for a
 //! report), so a handle allocates nothing: the drain leaves its report in a
-//! slot in its queue's state, where the handle picks it up. Only a second
-//! handle for a queue whose first is still waiting uses a channel.
+//! slot in its queue's state, where the handle picks it up. A queue is
+//! handed to `Runner::spawn` with tasks at most once (its fate is decided
+//! then; later tasks follow it there), so one slot is enough.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use tokio::sync::oneshot;
 
 use crate::queue::{Awaited, Inner};
 use crate::report::DrainReport;
@@ -29,7 +28,6 @@ pub struct DrainHandle {
 enum HandleState {
     Ready(Option<DrainReport>),
     Slot { queue: Arc<Inner>, drain: u64 },
-    Channel(oneshot::Receiver<DrainReport>),
 }
 
 /// Where a drain's report goes.
@@ -37,7 +35,6 @@ pub(crate) enum ReportTo {
     Nobody,
     /// The queue's report slot, for the drain with this number.
     Slot(u64),
-    Channel(oneshot::Sender<DrainReport>),
 }
 
 impl DrainHandle {
@@ -54,21 +51,17 @@ impl DrainHandle {
         awaited: &mut Option<Awaited>,
         drain: u64,
     ) -> (DrainHandle, ReportTo) {
-        if awaited.is_none() {
-            *awaited = Some(Awaited {
-                drain,
-                report: None,
-                waker: None,
-            });
-            let state = HandleState::Slot {
-                queue: queue.clone(),
-                drain,
-            };
-            return (DrainHandle { state }, ReportTo::Slot(drain));
-        }
-        let (tx, rx) = oneshot::channel();
-        let state = HandleState::Channel(rx);
-        (DrainHandle { state }, ReportTo::Channel(tx))
+        debug_assert!(awaited.is_none(), "a queue was spawned with tasks twice");
+        *awaited = Some(Awaited {
+            drain,
+            report: None,
+            waker: None,
+        });
+        let state = HandleState::Slot {
+            queue: queue.clone(),
+            drain,
+        };
+        (DrainHandle { state }, ReportTo::Slot(drain))
     }
 }
 
@@ -98,9 +91,6 @@ impl ReportTo {
                     waker.wake();
                 }
             }
-            ReportTo::Channel(tx) => {
-                let _ = tx.send(report);
-            }
         }
     }
 }
@@ -128,9 +118,6 @@ impl Future for DrainHandle {
                 }
                 Poll::Pending
             }
-            // The sender goes with the queue to its drain, whose end always
-            // sends; an error can only mean the report was already taken.
-            HandleState::Channel(rx) => Pin::new(rx).poll(cx).map(Result::unwrap_or_default),
         }
     }
 }

@@ -64,6 +64,11 @@ impl Shared {
             // will take any task in it), or it was skipped.
             return DrainHandle::ready(DrainReport::default());
         }
+        if state.fate == (Fate::Run { scheduled: false }) && state.tasks.is_empty() {
+            // Handed off before, and empty: nothing to run, and the runner
+            // it was handed to keeps it, for tasks added later.
+            return DrainHandle::ready(DrainReport::default());
+        }
         // `known`: made for this runner, or handed to it before.
         let (known, key) = match &state.owner {
             Some(owner) if self.is(owner) => (true, state.take_key()),
@@ -105,7 +110,8 @@ impl Shared {
     pub(super) fn hand_off_late(self: Arc<Self>, inner: Arc<Inner>) {
         let mut state = inner.lock();
         if state.tasks.is_empty() {
-            // A direct drain took the task meanwhile.
+            // Its tasks went meanwhile: forgotten, or run by a direct
+            // `drain()` that had the queue when it was handed off.
             state.fate = Fate::Run { scheduled: false };
             return;
         }
@@ -204,6 +210,8 @@ impl Shared {
                 settle(settled, tasks);
             }
         }
+        // A drain started, or tasks were counted: either can make room.
+        self.made_room();
     }
 }
 

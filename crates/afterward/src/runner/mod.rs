@@ -13,11 +13,11 @@ mod worker;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+pub use self::backlog::Capacity;
 pub use self::builder::RunnerBuilder;
 pub(crate) use self::builder::Settings;
 pub use self::handle::DrainHandle;
@@ -234,14 +234,18 @@ impl Runner {
             let host: Arc<dyn Host> = self.shared.clone();
             let previous = state.owner.replace(host);
             let tasks: Vec<Task> = state.tasks.take_all();
+            // Counted under the queue's lock, and before the queue leaves
+            // the list of requests in flight: a shutdown that sees it gone,
+            // or no longer open, may return at once, and its caller must
+            // find these tasks in the stats.
+            self.shared
+                .counters
+                .received_and(Kind::Skipped, tasks.len());
             (tasks, key, previous)
         };
         if let (Some(key), Some(previous)) = (key, previous) {
             previous.unregister(key);
         }
-        self.shared
-            .counters
-            .received_and(Kind::Skipped, tasks.len());
         self.shared.made_room();
         let report = DrainReport::of(Kind::Skipped, tasks.len());
         for task in tasks {
@@ -257,30 +261,28 @@ impl Runner {
         report
     }
 
-    /// Ready while the backlog has room for more tasks (see
-    /// [`RunnerBuilder::max_backlog`]); otherwise `Pending`, and the task is
+    /// Waits until the backlog has room for more tasks (see
+    /// [`RunnerBuilder::max_backlog`]): ready at once if it has, otherwise
     /// woken once tasks have started or ended and made room.
     ///
     /// This is back-pressure for servers that can wait or shed load instead
     /// of taking requests whose tasks would be refused: `afterward-hyper`'s
-    /// `TaskLayer::backpressure` calls it from tower's `poll_ready`. It is a
+    /// `TaskLayer::backpressure` awaits it in tower's `poll_ready`. It is a
     /// hint, not a reservation: a queue handed over later is still checked
     /// against the cap.
     ///
     /// # Examples
     ///
     /// ```
-    /// use std::future::poll_fn;
-    ///
     /// # #[tokio::main]
     /// # async fn main() {
     /// let runner = afterward::Runner::builder().max_backlog(100).build();
     /// // Before taking more work:
-    /// poll_fn(|cx| runner.poll_capacity(cx)).await;
+    /// runner.capacity().await;
     /// # }
     /// ```
-    pub fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.shared.poll_room(cx)
+    pub fn capacity(&self) -> Capacity {
+        Capacity::new(self.shared.clone())
     }
 
     /// A snapshot of what the runner has done so far.

@@ -3,9 +3,8 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Waker;
 
 use slab::Slab;
 use tokio::runtime::Handle;
@@ -35,10 +34,10 @@ pub(crate) struct Shared {
     pub(super) lanes: Arc<Lanes>,
     /// `RunState::running`, readable without the lock, for the backlog.
     pub(super) running_hint: AtomicUsize,
-    /// Wakers of `poll_capacity` callers waiting for room in the backlog,
-    /// and whether there are any (read on every count).
-    pub(super) room_wakers: Mutex<Vec<Waker>>,
-    pub(super) room_wanted: AtomicBool,
+    /// Where `Capacity` futures wait for room in the backlog, and how many
+    /// do (read whenever room may have been made).
+    pub(super) room: Arc<Notify>,
+    pub(super) room_waiters: AtomicUsize,
     /// `Runner` handles alive. When the last goes, idle workers leave.
     pub(super) handles: AtomicUsize,
 }
@@ -112,8 +111,8 @@ impl Shared {
             cancel: Cancel::default(),
             wake: Notify::new(),
             running_hint: AtomicUsize::new(0),
-            room_wakers: Mutex::new(Vec::new()),
-            room_wanted: AtomicBool::new(false),
+            room: Arc::new(Notify::new()),
+            room_waiters: AtomicUsize::new(0),
             handles: AtomicUsize::new(1),
         }
     }

@@ -11,17 +11,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::task::Poll;
 
-use tokio::sync::Notify;
-
 use std::sync::atomic::Ordering::Relaxed;
 
+use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::handle::ReportTo;
+use super::handoff::{Settled, settle};
 use super::shared::{MAX_IDLE_WORKERS, Phase, Shared};
 use crate::drain::Drain;
-use crate::queue::Inner;
+use crate::job::Task;
+use crate::queue::{Fate, Host, Inner};
 use crate::quiet::take_message;
+use crate::report::{DrainReport, Kind};
 
 /// A queue handed off, and where its report goes.
 pub(crate) struct Waiting {
@@ -81,12 +83,14 @@ impl Cancel {
 pub(super) fn run(shared: Arc<Shared>, first: Waiting) -> impl Future<Output = ()> + Send {
     let mut worker = Worker {
         current: None,
+        polled: false,
         finished: false,
         was: Was::Running,
         shared,
     };
     worker.start(first);
     async move {
+        worker.polled = true;
         loop {
             let result = {
                 let work = pin!(worker.work());
@@ -122,6 +126,9 @@ async fn caught(mut future: Pin<&mut impl Future<Output = ()>>) -> Result<(), St
 struct Worker {
     shared: Arc<Shared>,
     current: Option<Current>,
+    /// Polled at least once. A worker dropped before that was dropped by a
+    /// runtime already shutting down when the queue was handed off.
+    polled: bool,
     finished: bool,
     was: Was,
 }
@@ -196,6 +203,29 @@ impl Worker {
         let _ = catch_unwind(AssertUnwindSafe(|| self.finish_current()));
     }
 
+    /// The runtime was shutting down when the first queue was handed off:
+    /// nothing of it started, so its tasks are refused (`rejected`), as
+    /// those of every queue handed off from then on.
+    fn refuse_first(&mut self) {
+        let Some(mut current) = self.current.take() else {
+            return;
+        };
+        let tasks: Vec<Task> = {
+            let mut state = current.drain.queue().lock();
+            if let Fate::Run { scheduled } = &mut state.fate {
+                *scheduled = false;
+            }
+            state.tasks.take_all()
+        };
+        self.shared.counters.count(Kind::Rejected, tasks.len());
+        Host::made_room(&*self.shared);
+        // Nothing is left for the drain to account for.
+        current.drain.close();
+        let report = DrainReport::of(Kind::Rejected, tasks.len());
+        current.report.send(current.drain.queue(), report);
+        let _ = catch_unwind(AssertUnwindSafe(|| settle(Settled::RuntimeGone, tasks)));
+    }
+
     /// Ends the current drain (abandoning what it did not run, if it was cut
     /// short) and sends its report.
     fn finish_current(&mut self) {
@@ -211,6 +241,9 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if !self.polled {
+            self.refuse_first();
+        }
         self.finish_current();
         if !self.finished {
             self.shared.worker_lost(self.was);

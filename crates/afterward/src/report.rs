@@ -76,8 +76,9 @@ impl DrainReport {
     }
 
     /// Tasks not run on purpose: an earlier task failed under
-    /// [`FailurePolicy::StopQueue`], or the queue was handed to
-    /// [`Runner::skip`](crate::Runner::skip).
+    /// [`FailurePolicy::StopQueue`], the queue was handed to
+    /// [`Runner::skip`](crate::Runner::skip), or the task's run condition
+    /// ([`RunIf`](crate::RunIf)) did not hold.
     pub fn skipped(&self) -> usize {
         self.skipped
     }
@@ -89,8 +90,9 @@ impl DrainReport {
         self.abandoned
     }
 
-    /// Tasks the runner refused to take: it had already shut down, or its
-    /// runtime was gone.
+    /// Tasks the runner refused to take: its backlog was full (see
+    /// [`max_backlog`](crate::RunnerBuilder::max_backlog)), it had already
+    /// shut down, or its runtime was gone.
     pub fn rejected(&self) -> usize {
         self.rejected
     }

@@ -144,7 +144,10 @@ impl Stats {
     /// Tasks not run on purpose: after an earlier failure under
     /// [`FailurePolicy::StopQueue`](crate::FailurePolicy::StopQueue), or
     /// handed to [`Runner::skip`](crate::Runner::skip) (as `afterward-hyper`
-    /// does when a handler fails).
+    /// does when a handler fails), a run condition
+    /// ([`RunIf`](crate::RunIf)) that did not hold, or removed after the
+    /// hand-off by [`TaskQueue::forget`](crate::TaskQueue::forget) or by a
+    /// newer task with the same key.
     pub fn skipped(&self) -> usize {
         self.skipped
     }

@@ -149,18 +149,28 @@ impl Shared {
 
     /// Abandons a queue that was waiting for a worker.
     pub(super) fn abandon_waiting(&self, waiting: Waiting) {
+        self.settle_waiting(waiting, Settled::Abandoned);
+    }
+
+    /// Settles a queue that was handed off and will not run: abandoned
+    /// (named in the shutdown's report) or refused.
+    pub(super) fn settle_waiting(&self, waiting: Waiting, settled: Settled) {
         let tasks: Vec<Task> = {
             let mut state = waiting.queue.lock();
             state.fate = Fate::Run { scheduled: false };
             state.tasks.take_all()
         };
-        let names: Vec<TaskName> = tasks.iter().map(|task| task.name()).collect();
-        self.abandoned(&names);
-        waiting.report.send(
-            &waiting.queue,
-            DrainReport::of(Kind::Abandoned, tasks.len()),
-        );
-        settle(Settled::Abandoned, tasks);
+        if settled == Settled::Abandoned {
+            let names: Vec<TaskName> = tasks.iter().map(|task| task.name()).collect();
+            self.abandoned(&names);
+        } else {
+            self.counters.count(settled.kind(), tasks.len());
+            Shared::made_room(self);
+        }
+        waiting
+            .report
+            .send(&waiting.queue, DrainReport::of(settled.kind(), tasks.len()));
+        settle(settled, tasks);
     }
 
     /// Abandons the tasks of an open queue (a request still in flight) at

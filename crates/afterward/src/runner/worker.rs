@@ -17,13 +17,11 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::handle::ReportTo;
-use super::handoff::{Settled, settle};
+use super::handoff::Settled;
 use super::shared::{MAX_IDLE_WORKERS, Phase, Shared};
 use crate::drain::Drain;
-use crate::job::Task;
-use crate::queue::{Fate, Host, Inner};
+use crate::queue::Inner;
 use crate::quiet::take_message;
-use crate::report::{DrainReport, Kind};
 
 /// A queue handed off, and where its report goes.
 pub(crate) struct Waiting {
@@ -79,18 +77,19 @@ impl Cancel {
 ///
 /// The worker is made before the future is first polled: a runtime that is
 /// shutting down drops the future unpolled, and the worker's destructor must
-/// still account for the queue.
+/// still account for the queue (it refuses it).
 pub(super) fn run(shared: Arc<Shared>, first: Waiting) -> impl Future<Output = ()> + Send {
     let mut worker = Worker {
         current: None,
-        polled: false,
+        first: Some(first),
         finished: false,
         was: Was::Running,
         shared,
     };
-    worker.start(first);
     async move {
-        worker.polled = true;
+        if let Some(first) = worker.first.take() {
+            worker.start(first);
+        }
         loop {
             let result = {
                 let work = pin!(worker.work());
@@ -126,9 +125,11 @@ async fn caught(mut future: Pin<&mut impl Future<Output = ()>>) -> Result<(), St
 struct Worker {
     shared: Arc<Shared>,
     current: Option<Current>,
-    /// Polled at least once. A worker dropped before that was dropped by a
-    /// runtime already shutting down when the queue was handed off.
-    polled: bool,
+    /// The queue it was started for, until its first poll. A worker dropped
+    /// before that was dropped by a runtime already shutting down when the
+    /// queue was handed off: nothing of the queue started, so its tasks are
+    /// refused (`rejected`), as those of every queue handed off after it.
+    first: Option<Waiting>,
     finished: bool,
     was: Was,
 }
@@ -203,29 +204,6 @@ impl Worker {
         let _ = catch_unwind(AssertUnwindSafe(|| self.finish_current()));
     }
 
-    /// The runtime was shutting down when the first queue was handed off:
-    /// nothing of it started, so its tasks are refused (`rejected`), as
-    /// those of every queue handed off from then on.
-    fn refuse_first(&mut self) {
-        let Some(mut current) = self.current.take() else {
-            return;
-        };
-        let tasks: Vec<Task> = {
-            let mut state = current.drain.queue().lock();
-            if let Fate::Run { scheduled } = &mut state.fate {
-                *scheduled = false;
-            }
-            state.tasks.take_all()
-        };
-        self.shared.counters.count(Kind::Rejected, tasks.len());
-        Host::made_room(&*self.shared);
-        // Nothing is left for the drain to account for.
-        current.drain.close();
-        let report = DrainReport::of(Kind::Rejected, tasks.len());
-        current.report.send(current.drain.queue(), report);
-        let _ = catch_unwind(AssertUnwindSafe(|| settle(Settled::RuntimeGone, tasks)));
-    }
-
     /// Ends the current drain (abandoning what it did not run, if it was cut
     /// short) and sends its report.
     fn finish_current(&mut self) {
@@ -241,8 +219,11 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        if !self.polled {
-            self.refuse_first();
+        if let Some(first) = self.first.take() {
+            let shared = &self.shared;
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                shared.settle_waiting(first, Settled::RuntimeGone);
+            }));
         }
         self.finish_current();
         if !self.finished {

@@ -65,6 +65,16 @@ pub(crate) trait Body: Send {
     fn run(self: Pin<&mut Self>) -> Outcome;
     /// Polls an async task.
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome>;
+    /// Whether this is a durable task, which may leave the process.
+    #[cfg(feature = "durable")]
+    fn is_durable(&self) -> bool {
+        false
+    }
+    /// A durable task, serialized; `None` for any other task.
+    #[cfg(feature = "durable")]
+    fn to_step(&self) -> Option<Result<crate::durable::ChainStep, String>> {
+        None
+    }
 }
 
 impl Task {
@@ -84,7 +94,12 @@ impl Task {
         Task::new(name, parent, false, AsyncBody { future })
     }
 
-    fn new(name: &'static str, parent: Span, sync: bool, body: impl Body + 'static) -> Task {
+    pub(crate) fn new(
+        name: &'static str,
+        parent: Span,
+        sync: bool,
+        body: impl Body + 'static,
+    ) -> Task {
         let info = Info {
             name,
             parent,
@@ -143,6 +158,16 @@ impl Task {
     /// Polls an async task's work.
     pub(crate) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         self.0.as_mut().project().body.poll_run(cx)
+    }
+
+    #[cfg(feature = "durable")]
+    pub(crate) fn is_durable(&self) -> bool {
+        self.0.body.is_durable()
+    }
+
+    #[cfg(feature = "durable")]
+    pub(crate) fn to_step(&self) -> Option<Result<crate::durable::ChainStep, String>> {
+        self.0.body.to_step()
     }
 
     /// Drops a task that will not run, logging a destructor that panics

@@ -169,6 +169,9 @@
 mod axum;
 mod condition;
 mod drain;
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+pub mod durable;
 mod job;
 mod queue;
 mod quiet;
@@ -181,6 +184,8 @@ mod task;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::MissingTaskLayer;
 pub use crate::condition::{Outcome, RunIf};
+#[cfg(feature = "durable")]
+pub use crate::durable::{DurableTask, Step};
 pub use crate::queue::{QueuedTask, TaskQueue};
 pub use crate::report::{DrainReport, FailurePolicy};
 #[cfg(feature = "test-util")]

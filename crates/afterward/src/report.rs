@@ -19,7 +19,8 @@ pub enum FailurePolicy {
 }
 
 /// What one drain did with the tasks it took: how many completed, failed,
-/// panicked, timed out, were skipped, abandoned or rejected.
+/// panicked, timed out, were skipped, abandoned or rejected, and, with a
+/// durable backend, how many left the process.
 ///
 /// Every task a drain takes from its queue is counted in exactly one of
 /// these, so [`total`](DrainReport::total) is the number of tasks the drain
@@ -51,6 +52,8 @@ pub struct DrainReport {
     skipped: usize,
     abandoned: usize,
     rejected: usize,
+    pub(crate) persisted: usize,
+    pub(crate) persist_failed: usize,
 }
 
 impl DrainReport {
@@ -97,6 +100,23 @@ impl DrainReport {
         self.rejected
     }
 
+    /// Durable tasks handed to the runner's durable backend, which stored
+    /// them; workers run them later (see [`durable`](crate::durable)).
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persisted(&self) -> usize {
+        self.persisted
+    }
+
+    /// Durable tasks whose hand-off to the durable backend failed: the
+    /// backend returned an error, or a task could not be serialized. Each
+    /// was logged with its name and the error; none of them will run.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persist_failed(&self) -> usize {
+        self.persist_failed
+    }
+
     /// All the tasks the drain took from its queue: the sum of the others.
     pub fn total(&self) -> usize {
         self.completed
@@ -106,6 +126,8 @@ impl DrainReport {
             + self.skipped
             + self.abandoned
             + self.rejected
+            + self.persisted
+            + self.persist_failed
     }
 
     pub(crate) fn add(&mut self, kind: Kind, n: usize) {
@@ -117,6 +139,8 @@ impl DrainReport {
             Kind::Skipped => &mut self.skipped,
             Kind::Abandoned => &mut self.abandoned,
             Kind::Rejected => &mut self.rejected,
+            Kind::Persisted => &mut self.persisted,
+            Kind::PersistFailed => &mut self.persist_failed,
         } += n;
     }
 
@@ -147,6 +171,8 @@ impl std::ops::AddAssign for DrainReport {
         self.skipped += other.skipped;
         self.abandoned += other.abandoned;
         self.rejected += other.rejected;
+        self.persisted += other.persisted;
+        self.persist_failed += other.persist_failed;
     }
 }
 
@@ -160,4 +186,8 @@ pub(crate) enum Kind {
     Skipped,
     Abandoned,
     Rejected,
+    /// Handed to the durable backend, which stored it.
+    Persisted,
+    /// Its hand-off to the durable backend failed.
+    PersistFailed,
 }

@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     skipped: AtomicUsize,
     abandoned: AtomicUsize,
     rejected: AtomicUsize,
+    persisted: AtomicUsize,
+    persist_failed: AtomicUsize,
 }
 
 impl Counters {
@@ -42,6 +44,8 @@ impl Counters {
             Kind::Skipped => &self.skipped,
             Kind::Abandoned => &self.abandoned,
             Kind::Rejected => &self.rejected,
+            Kind::Persisted => &self.persisted,
+            Kind::PersistFailed => &self.persist_failed,
         }
         .fetch_add(n, Relaxed);
     }
@@ -55,6 +59,8 @@ impl Counters {
         self.count(Kind::Skipped, report.skipped());
         self.count(Kind::Abandoned, report.abandoned());
         self.count(Kind::Rejected, report.rejected());
+        self.count(Kind::Persisted, report.persisted);
+        self.count(Kind::PersistFailed, report.persist_failed);
     }
 
     /// Counts tasks that arrive and are settled in one step: skipped,
@@ -73,7 +79,9 @@ impl Counters {
             + self.timed_out.load(Relaxed)
             + self.skipped.load(Relaxed)
             + self.abandoned.load(Relaxed)
-            + self.rejected.load(Relaxed);
+            + self.rejected.load(Relaxed)
+            + self.persisted.load(Relaxed)
+            + self.persist_failed.load(Relaxed);
         self.received.load(Relaxed).saturating_sub(settled)
     }
 
@@ -87,6 +95,8 @@ impl Counters {
             skipped: self.skipped.load(Relaxed),
             abandoned: self.abandoned.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            persisted: self.persisted.load(Relaxed),
+            persist_failed: self.persist_failed.load(Relaxed),
             drains_running,
             drains_waiting,
         }
@@ -98,7 +108,7 @@ impl Counters {
 ///
 /// The task counters only grow. Once the runner is idle or shut down,
 /// `tasks_received()` equals [`accounted()`](Stats::accounted), the sum of
-/// the seven outcome counters; while drains run, the difference is the tasks
+/// the outcome counters; while drains run, the difference is the tasks
 /// waiting or running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -110,6 +120,8 @@ pub struct Stats {
     skipped: usize,
     abandoned: usize,
     rejected: usize,
+    persisted: usize,
+    persist_failed: usize,
     drains_running: usize,
     drains_waiting: usize,
 }
@@ -171,6 +183,23 @@ impl Stats {
         self.rejected
     }
 
+    /// Durable tasks handed to the runner's durable backend, which stored
+    /// them; from there on, the backend's workers run and count them.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persisted(&self) -> usize {
+        self.persisted
+    }
+
+    /// Durable tasks whose hand-off to the durable backend failed (the
+    /// database was unreachable, say). Each was logged with its name and the
+    /// error; the response was not affected, and none of them will run.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persist_failed(&self) -> usize {
+        self.persist_failed
+    }
+
     /// Drains running now.
     pub fn drains_running(&self) -> usize {
         self.drains_running
@@ -182,7 +211,8 @@ impl Stats {
         self.drains_waiting
     }
 
-    /// The seven outcome counters added up; equal to
+    /// The outcome counters added up (the seven above, and with the
+    /// `durable` feature `persisted` and `persist_failed`); equal to
     /// [`tasks_received`](Stats::tasks_received) once the runner is idle or
     /// shut down.
     pub fn accounted(&self) -> usize {
@@ -193,5 +223,7 @@ impl Stats {
             + self.skipped
             + self.abandoned
             + self.rejected
+            + self.persisted
+            + self.persist_failed
     }
 }

@@ -3,6 +3,8 @@
 
 mod batch;
 mod lanes;
+#[cfg(feature = "durable")]
+mod persist;
 mod run;
 
 use std::pin::Pin;
@@ -36,6 +38,9 @@ pub(crate) struct Ctx {
     /// Where a runner's sync batches run; a direct drain uses
     /// `spawn_blocking`.
     pub(crate) lanes: Option<Arc<Lanes>>,
+    /// Where a runner's durable tasks go; without one they run here.
+    #[cfg(feature = "durable")]
+    pub(crate) durable: Option<Arc<dyn crate::durable::DurableBackend>>,
 }
 
 impl Ctx {
@@ -47,6 +52,8 @@ impl Ctx {
             host: None,
             for_runner: false,
             lanes: None,
+            #[cfg(feature = "durable")]
+            durable: None,
         }
     }
 
@@ -87,6 +94,21 @@ pub(crate) struct Drain {
     tally: Tally,
     /// Async tasks run since the drain last yielded on purpose.
     streak: u32,
+    /// The durable hand-off's state.
+    handoff: Handoff,
+}
+
+#[cfg(feature = "durable")]
+use self::persist::{Handoff, durable_step};
+
+/// Without the `durable` feature, there is no hand-off.
+#[cfg(not(feature = "durable"))]
+#[derive(Default)]
+struct Handoff;
+
+#[cfg(not(feature = "durable"))]
+fn durable_step(_: &Ctx, _: &mut Handoff, _: &mut crate::queue::State) -> Option<Step> {
+    None
 }
 
 /// How many async tasks in a row a drain runs before it yields to the
@@ -100,6 +122,10 @@ enum Step {
     Skip(Vec<Task>),
     /// A task whose run condition does not hold, and why.
     Unmet(Task, &'static str),
+    /// Durable tasks for the backend, and those whose run condition does
+    /// not hold.
+    #[cfg(feature = "durable")]
+    Persist(Vec<Task>, Vec<(Task, &'static str)>),
 }
 
 impl Drain {
@@ -117,6 +143,7 @@ impl Drain {
             timer: None,
             tally,
             streak: 0,
+            handoff: Handoff::default(),
         }
     }
 
@@ -184,6 +211,8 @@ impl Drain {
                     self.report.add(Kind::Skipped, skipped.len());
                     self.tally.add(Kind::Skipped, skipped.len());
                     Step::Skip(skipped)
+                } else if let Some(step) = durable_step(&self.ctx, &mut self.handoff, &mut state) {
+                    step
                 } else {
                     let next = state.tasks.pop_front();
                     let unmet = next
@@ -259,6 +288,8 @@ impl Drain {
                     }
                 }
                 Step::Unmet(task, why) => skipped(task, why),
+                #[cfg(feature = "durable")]
+                Step::Persist(tasks, unmet) => self.persist(tasks, unmet).await,
                 Step::Skip(tasks) => {
                     for task in tasks {
                         tracing::warn!(
@@ -329,11 +360,15 @@ impl Drain {
         }
         self.closed = true;
         let abandon_rest = self.ctx.for_runner && !self.done;
-        let (in_flight, rest, report) = {
+        let (in_flight, rest, persisting, report) = {
             let mut state = self.queue.lock();
             // At most one of these is set: the drain awaits either its own
             // async task or a sync batch, never both.
             let mut in_flight = self.in_flight.take();
+            #[cfg(feature = "durable")]
+            let persisting = mem::take(&mut self.handoff.persisting);
+            #[cfg(not(feature = "durable"))]
+            let persisting: Vec<(TaskName, usize)> = Vec::new();
             if self.holding && !self.done {
                 // A sync batch may still be running this drain's tasks; stop
                 // it from starting another.
@@ -354,17 +389,19 @@ impl Drain {
             }
             report.add(
                 Kind::Abandoned,
-                rest.len() + usize::from(in_flight.is_some()),
+                rest.len() + usize::from(in_flight.is_some()) + persisting.len(),
             );
-            (in_flight, rest, report)
+            (in_flight, rest, persisting, report)
         };
         // The bookkeeping comes before any log line: a tracing subscriber is
         // user code, and if it panics, the queue must still be let go and
         // the tasks counted.
         self.tally.publish();
-        if let (Some(host), true) = (&self.ctx.host, in_flight.is_some() || !rest.is_empty()) {
+        let any = in_flight.is_some() || !rest.is_empty() || !persisting.is_empty();
+        if let (Some(host), true) = (&self.ctx.host, any) {
             let names: Vec<TaskName> = in_flight
                 .iter()
+                .chain(&persisting)
                 .map(|(name, _)| name.clone())
                 .chain(rest.iter().map(|task| task.name()))
                 .collect();
@@ -376,6 +413,13 @@ impl Drain {
         }
         if let Some((name, position)) = in_flight {
             tracing::error!(task = name.short(), position, "background task abandoned");
+        }
+        for (name, position) in persisting {
+            tracing::error!(
+                task = name.short(),
+                position,
+                "durable task abandoned during its hand-off: it may or may not have been stored"
+            );
         }
         for task in rest {
             tracing::error!(

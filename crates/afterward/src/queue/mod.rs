@@ -1,5 +1,7 @@
 //! `TaskQueue`: the per-request queue users add tasks to.
 
+#[cfg(feature = "durable")]
+mod durable;
 mod list;
 mod queued;
 mod state;

@@ -32,6 +32,9 @@ pub(crate) struct Settings {
     pub(crate) failure_policy: FailurePolicy,
     /// Keeps the queues handed over instead of running them (`Recorder`).
     pub(crate) hold: bool,
+    /// Where durable tasks go at hand-off.
+    #[cfg(feature = "durable")]
+    pub(crate) durable: Option<std::sync::Arc<dyn crate::durable::DurableBackend>>,
 }
 
 impl Settings {
@@ -47,6 +50,8 @@ impl Default for Settings {
             task_timeout: None,
             failure_policy: FailurePolicy::default(),
             hold: false,
+            #[cfg(feature = "durable")]
+            durable: None,
         }
     }
 }
@@ -117,6 +122,24 @@ impl RunnerBuilder {
     /// [`FailurePolicy`].
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.settings.failure_policy = policy;
+        self
+    }
+
+    /// Sends durable tasks to `backend` at hand-off instead of running them
+    /// here (feature `durable`).
+    ///
+    /// When a queue is handed to the runner, its drain first gives every
+    /// durable task of the queue to `backend` as one ordered chain, waits
+    /// until it is stored, then runs the queue's in-process tasks. Stored
+    /// tasks are counted [`persisted`](crate::Stats::persisted); a failed
+    /// hand-off is logged with the tasks' names and counted
+    /// [`persist_failed`](crate::Stats::persist_failed). A queue that is
+    /// skipped (a failed handler, a disconnect) stores nothing. See the
+    /// [`durable`](crate::durable) module.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn durable(mut self, backend: impl crate::durable::DurableBackend) -> Self {
+        self.settings.durable = Some(std::sync::Arc::new(backend));
         self
     }
 

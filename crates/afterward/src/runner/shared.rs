@@ -128,6 +128,8 @@ impl Shared {
             host: Some(self.clone()),
             for_runner: true,
             lanes: Some(self.lanes.clone()),
+            #[cfg(feature = "durable")]
+            durable: self.settings.durable.clone(),
         }
     }
 

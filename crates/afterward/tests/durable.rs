@@ -1,0 +1,320 @@
+//! Durable tasks in the core: in-process without a backend, one ordered
+//! chain per hand-off with one, and every task counted once either way.
+#![cfg(feature = "durable")]
+
+use std::sync::{Arc, Mutex};
+
+use afterward::durable::{Chain, DurableBackend, PersistFuture};
+use afterward::{DurableTask, FailurePolicy, Outcome, RunIf, Runner, Stats, Step, TaskQueue};
+use serde::{Deserialize, Serialize};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A durable task that logs its label to `LOG` (durable tasks hold data,
+/// not handles, so the log is global; each test uses its own labels).
+#[derive(Serialize, Deserialize)]
+struct Mark {
+    label: String,
+    fail: bool,
+}
+
+impl DurableTask for Mark {
+    const NAME: &'static str = "mark";
+    type Error = String;
+
+    async fn run(self, step: Step) -> Result<(), String> {
+        assert_eq!(step.attempt(), 1);
+        LOG.lock().unwrap().push(self.label.clone());
+        if self.fail {
+            Err(format!("{} failed", self.label))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn mark(label: &str) -> Mark {
+    Mark {
+        label: label.to_owned(),
+        fail: false,
+    }
+}
+
+fn marks(prefix: &str) -> Vec<String> {
+    LOG.lock()
+        .unwrap()
+        .iter()
+        .filter(|label| label.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// A backend that keeps chains in memory, or fails, and records what the
+/// in-process log held when each chain was stored.
+#[derive(Clone, Default)]
+struct Memory {
+    chains: Arc<Mutex<Vec<Chain>>>,
+    seen_at_store: Log,
+    local: Log,
+    fail: bool,
+    panic: bool,
+}
+
+impl DurableBackend for Memory {
+    fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if self.panic {
+                panic!("backend bug");
+            }
+            if self.fail {
+                return Err("connection refused".into());
+            }
+            let seen = self.local.lock().unwrap().clone();
+            self.seen_at_store.lock().unwrap().extend(seen);
+            self.chains.lock().unwrap().push(chain.clone());
+            Ok(())
+        })
+    }
+}
+
+fn labels(chain: &Chain) -> Vec<String> {
+    chain
+        .steps()
+        .iter()
+        .map(|step| {
+            assert_eq!(step.name(), "mark");
+            step.payload()["label"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn local(log: &Log, label: &'static str) -> impl FnOnce() + Send + 'static {
+    let log = log.clone();
+    move || log.lock().unwrap().push(label.to_owned())
+}
+
+fn assert_conserved(stats: Stats) {
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+}
+
+#[tokio::test]
+async fn without_backend_durable_tasks_run_in_process_in_queue_order() {
+    let queue = TaskQueue::new();
+    let log: Log = Log::default();
+    queue.add_durable(mark("nb-1"));
+    let l = log.clone();
+    queue.add_task(move || l.lock().unwrap().push("nb-local".into()), ());
+    queue.add_durable(Mark {
+        label: "nb-2".into(),
+        fail: true,
+    });
+    queue.add_durable(mark("nb-3"));
+    let names = queue.task_names();
+    assert_eq!((names[0].as_ref(), names[2].as_ref(), names[3].as_ref()), ("mark", "mark", "mark"));
+    let report = queue.drain().await;
+    assert_eq!(report.completed(), 3);
+    assert_eq!(report.failed(), 1);
+    assert_eq!(marks("nb-"), ["nb-1", "nb-2", "nb-3"]);
+
+    // Under a runner without a backend, too, with its failure policy.
+    let runner = Runner::builder()
+        .failure_policy(FailurePolicy::StopQueue)
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_durable(mark("nr-1"));
+    queue.add_durable(Mark {
+        label: "nr-2".into(),
+        fail: true,
+    });
+    queue.add_durable(mark("nr-3"));
+    let report = runner.spawn(queue).await;
+    assert_eq!(
+        (report.completed(), report.failed(), report.skipped()),
+        (1, 1, 1)
+    );
+    assert_eq!(report.persisted(), 0);
+    assert_eq!(marks("nr-"), ["nr-1", "nr-2"]);
+    assert_conserved(runner.stats());
+}
+
+#[tokio::test]
+async fn with_backend_durable_tasks_leave_as_one_chain_before_local_tasks_run() {
+    let backend = Memory::default();
+    let runner = Runner::builder()
+        .failure_policy(FailurePolicy::StopQueue)
+        .durable(backend.clone())
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_task(local(&backend.local, "local-1"), ());
+    queue.add_durable(mark("wb-1"));
+    queue.add_task(local(&backend.local, "local-2"), ());
+    queue.add_durable(mark("wb-2"));
+    queue.add_durable(mark("wb-3"));
+    let report = runner.spawn(queue).await;
+
+    assert_eq!((report.persisted(), report.completed()), (3, 2));
+    assert_eq!(report.total(), 5);
+    let chains = backend.chains.lock().unwrap().clone();
+    assert_eq!(chains.len(), 1);
+    assert_eq!(labels(&chains[0]), ["wb-1", "wb-2", "wb-3"]);
+    assert_eq!(chains[0].policy(), FailurePolicy::StopQueue);
+    assert_eq!(chains[0].id().len(), 32);
+    // Stored before the first in-process task ran; none ran in-process.
+    assert!(backend.seen_at_store.lock().unwrap().is_empty());
+    assert_eq!(*backend.local.lock().unwrap(), ["local-1", "local-2"]);
+    assert!(marks("wb-").is_empty());
+
+    let stats = runner.stats();
+    assert_eq!(stats.persisted(), 3);
+    assert_eq!(stats.persist_failed(), 0);
+    assert_conserved(stats);
+}
+
+#[tokio::test]
+async fn each_hand_off_is_its_own_chain_and_a_late_durable_task_leaves_alone() {
+    let backend = Memory::default();
+    let runner = Runner::builder().durable(backend.clone()).build();
+    let first = TaskQueue::new();
+    first.add_durable(mark("ho-a1"));
+    let second = TaskQueue::new();
+    second.add_durable(mark("ho-b1"));
+    second.add_durable(mark("ho-b2"));
+    runner.spawn(first).await;
+    runner.spawn(second).await;
+
+    // A task adds a durable task to its own queue while the drain runs.
+    let queue = TaskQueue::new();
+    queue.add_durable(mark("ho-c1"));
+    let q = queue.clone();
+    queue.add_task(
+        move || {
+            q.add_durable(mark("ho-c2"));
+        },
+        (),
+    );
+    let report = runner.spawn(queue).await;
+    assert_eq!((report.persisted(), report.completed()), (2, 1));
+    runner.wait_idle().await;
+
+    let chains = backend.chains.lock().unwrap().clone();
+    let all: Vec<Vec<String>> = chains.iter().map(labels).collect();
+    assert_eq!(
+        all,
+        [
+            vec!["ho-a1"],
+            vec!["ho-b1", "ho-b2"],
+            vec!["ho-c1"],
+            vec!["ho-c2"]
+        ]
+    );
+    let ids: std::collections::HashSet<&str> = chains.iter().map(Chain::id).collect();
+    assert_eq!(ids.len(), 4);
+    assert_conserved(runner.stats());
+}
+
+#[tokio::test]
+async fn a_failed_hand_off_is_counted_and_the_local_tasks_still_run() {
+    for panic in [false, true] {
+        let backend = Memory {
+            fail: !panic,
+            panic,
+            ..Memory::default()
+        };
+        let runner = Runner::builder().durable(backend.clone()).build();
+        let queue = TaskQueue::new();
+        queue.add_durable(mark("ff-1"));
+        queue.add_task(local(&backend.local, "after"), ());
+        queue.add_durable(mark("ff-2"));
+        let report = runner.spawn(queue).await;
+        assert_eq!((report.persist_failed(), report.completed()), (2, 1));
+        assert_eq!(*backend.local.lock().unwrap(), ["after"]);
+        let stats = runner.stats();
+        assert_eq!((stats.persisted(), stats.persist_failed()), (0, 2));
+        assert_conserved(stats);
+    }
+    assert!(marks("ff-").is_empty());
+}
+
+/// Serializes to an error.
+#[derive(Deserialize)]
+struct Unserializable;
+
+impl Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("no wire form"))
+    }
+}
+
+impl DurableTask for Unserializable {
+    const NAME: &'static str = "unserializable";
+    type Error = String;
+
+    async fn run(self, _: Step) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_chain_is_stored_whole_or_not_at_all() {
+    let backend = Memory::default();
+    let runner = Runner::builder().durable(backend.clone()).build();
+    let queue = TaskQueue::new();
+    queue.add_durable(mark("sw-1"));
+    queue.add_durable(Unserializable);
+    let report = runner.spawn(queue).await;
+    assert_eq!(report.persist_failed(), 2);
+    assert!(backend.chains.lock().unwrap().is_empty());
+    assert_conserved(runner.stats());
+}
+
+#[tokio::test]
+async fn a_skipped_queue_and_unmet_conditions_store_nothing() {
+    let backend = Memory::default();
+    let runner = Runner::builder().durable(backend.clone()).build();
+
+    let queue = TaskQueue::new();
+    queue.add_durable(mark("sk-1"));
+    let report = runner.skip(queue, "the handler failed");
+    assert_eq!(report.skipped(), 1);
+
+    let queue = TaskQueue::new();
+    queue.set_outcome(Outcome::Failure);
+    queue.add_durable(mark("sk-2")).run_if(RunIf::Success);
+    queue.add_durable(mark("sk-3")).run_if(RunIf::Failure);
+    let report = runner.spawn(queue).await;
+    assert_eq!((report.skipped(), report.persisted()), (1, 1));
+
+    let chains = backend.chains.lock().unwrap().clone();
+    assert_eq!(chains.len(), 1);
+    assert_eq!(labels(&chains[0]), ["sk-3"]);
+    assert_conserved(runner.stats());
+}
+
+/// A backend that never answers, to be cut off by a shutdown.
+struct Hang;
+
+impl DurableBackend for Hang {
+    fn persist<'a>(&'a self, _: &'a Chain) -> PersistFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_during_the_hand_off_names_the_tasks_it_abandons() {
+    let runner = Runner::builder().durable(Hang).build();
+    let queue = TaskQueue::new();
+    queue.add_durable(mark("hang-1"));
+    queue.add_durable(mark("hang-2"));
+    let handle = runner.spawn(queue);
+    let report = runner
+        .shutdown(std::time::Duration::from_millis(50))
+        .await;
+    assert_eq!(report.abandoned_tasks(), ["mark", "mark"]);
+    assert_eq!(handle.await.abandoned(), 2);
+    let stats = runner.stats();
+    assert_eq!(stats.abandoned(), 2);
+    assert_conserved(stats);
+}

@@ -1,0 +1,242 @@
+//! The worker side of one step: find it in its chain, run it, and move the
+//! chain on in the same transaction that queues the next step.
+
+use std::future::poll_fn;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::task::Poll;
+
+use afterward::Step;
+use graphile_worker::{IntoTaskHandlerResult, JobKeyMode, JobSpec, TaskHandler, WorkerContext, WorkerUtils};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::Instrument;
+
+use crate::tasks::Tasks;
+
+/// The graphile_worker job of one step: which chain, which step.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StepJob {
+    chain: String,
+    index: i32,
+}
+
+/// graphile_worker's task identifier for every step of every chain.
+pub(crate) const IDENTIFIER: &str = "afterward_step";
+
+impl TaskHandler for StepJob {
+    const IDENTIFIER: &'static str = IDENTIFIER;
+
+    async fn run(self, ctx: WorkerContext) -> impl IntoTaskHandlerResult {
+        run_step(self, ctx).await
+    }
+}
+
+/// Queues step `index` of `chain`, inside `tx`. The job key makes a second
+/// queueing of the same step a no-op while the first is stored.
+pub(crate) async fn enqueue(
+    utils: &WorkerUtils,
+    tx: &mut Transaction<'static, Postgres>,
+    chain: &str,
+    index: i32,
+    max_attempts: i16,
+) -> Result<(), crate::Error> {
+    let spec = JobSpec {
+        job_key: Some(format!("afterward:{chain}:{index}")),
+        job_key_mode: Some(JobKeyMode::UnsafeDedupe),
+        max_attempts: Some(max_attempts),
+        ..JobSpec::default()
+    };
+    utils
+        .clone()
+        .with_executor(tx)
+        .add_raw_job(IDENTIFIER, json!({ "chain": chain, "index": index }), spec)
+        .await?;
+    Ok(())
+}
+
+/// A chain's row, as a step sees it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    step: Option<Json<StoredStep>>,
+    len: i32,
+    next_index: i32,
+    stop_on_failure: bool,
+    max_attempts: i16,
+}
+
+#[derive(Deserialize)]
+struct StoredStep {
+    name: String,
+    payload: Value,
+}
+
+async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
+    let Some(tasks) = ctx.get_ext::<Tasks>().cloned() else {
+        return Err("afterward_step jobs need a worker built by GraphileWorker".to_owned());
+    };
+    let pool = ctx.pg_pool().clone();
+    let table = tasks.table.clone();
+    let row: Option<Row> = sqlx::query_as(AssertSqlSafe(format!(
+        "select steps -> $2 as step, jsonb_array_length(steps) as len, next_index,
+                stop_on_failure, max_attempts
+         from {table} where id = $1"
+    )))
+    .bind(&job.chain)
+    .bind(job.index)
+    .fetch_optional(&pool)
+    .await
+    .map_err(|error| format!("reading chain {}: {error}", job.chain))?;
+    let Some(mut row) = row else {
+        tracing::warn!(chain = job.chain, index = job.index, "step of an unknown chain ignored");
+        return Ok(());
+    };
+    if row.next_index != job.index {
+        // Already past it: this step finished, and its chain moved on, but
+        // its job was not marked done (the worker died in between).
+        tracing::info!(
+            chain = job.chain,
+            index = job.index,
+            "step already done: not run again"
+        );
+        return Ok(());
+    }
+    let Some(Json(stored)) = row.step.take() else {
+        return Err(format!("chain {} has no step {}", job.chain, job.index));
+    };
+    let attempt = u32::try_from(*ctx.job().attempts()).unwrap_or(1);
+    let max_attempts = u32::try_from(*ctx.job().max_attempts()).unwrap_or(1);
+    let step = Step::new(job.chain.as_str(), job.index as usize, attempt, max_attempts);
+    let span = tracing::info_span!(
+        "durable_step",
+        task = stored.name,
+        chain = job.chain,
+        index = job.index,
+        attempt,
+    );
+    let outcome = match tasks.get(&stored.name) {
+        Some(run) => {
+            let mut running = run(stored.payload, step.clone());
+            poll_fn(|cx| {
+                catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx))).unwrap_or_else(
+                    |panic| Poll::Ready(Err(format!("panicked: {}", panic_message(&*panic)))),
+                )
+            })
+            .instrument(span)
+            .await
+        }
+        None => Err(format!(
+            "no task named {:?} is registered with this worker",
+            stored.name
+        )),
+    };
+    let moved = match &outcome {
+        Ok(()) => advance(&tasks.utils, &pool, &table, &job, &row, false).await,
+        Err(error) if !step.is_last_attempt() => {
+            tracing::warn!(
+                task = stored.name,
+                chain = job.chain,
+                index = job.index,
+                attempt,
+                max_attempts,
+                error = %error,
+                "durable step failed; graphile_worker will retry it after its backoff"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(
+                task = stored.name,
+                chain = job.chain,
+                index = job.index,
+                attempt,
+                error = %error,
+                "durable step failed for good"
+            );
+            if row.stop_on_failure {
+                stop(&pool, &table, &job).await
+            } else {
+                advance(&tasks.utils, &pool, &table, &job, &row, true).await
+            }
+        }
+    };
+    // If the chain could not be moved on, the step counts as failed, to be
+    // retried: it ran, but nothing records that, so it may run again.
+    moved.map_err(|error| format!("moving chain {} on: {error}", job.chain))?;
+    outcome
+}
+
+/// Records step `index` as done (or `failed` for good) and queues the next,
+/// in one transaction.
+async fn advance(
+    utils: &WorkerUtils,
+    pool: &PgPool,
+    table: &str,
+    job: &StepJob,
+    row: &Row,
+    failed: bool,
+) -> Result<(), crate::Error> {
+    let next = job.index + 1;
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(AssertSqlSafe(format!(
+        "update {table} set next_index = $2,
+             finished_at = case when $2 >= jsonb_array_length(steps) then now() end,
+             failed_for_good = failed_for_good || $3
+         where id = $1 and next_index = $4"
+    )))
+    .bind(&job.chain)
+    .bind(next)
+    .bind(if failed { vec![job.index] } else { Vec::new() })
+    .bind(job.index)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if moved && next < row.len {
+        enqueue(utils, &mut tx, &job.chain, next, row.max_attempts).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends the chain after a step failed for good under `StopQueue`, naming
+/// the steps that will not run.
+async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Error> {
+    let skipped: Option<(Json<Vec<StoredName>>,)> = sqlx::query_as(AssertSqlSafe(format!(
+        "update {table} set next_index = jsonb_array_length(steps), finished_at = now(),
+             failed_for_good = failed_for_good || $2
+         where id = $1 and next_index = $2
+         returning (select coalesce(jsonb_agg(s), '[]') from jsonb_array_elements(steps)
+                    with ordinality as t(s, i) where i > $2 + 1)"
+    )))
+    .bind(&job.chain)
+    .bind(job.index)
+    .fetch_optional(pool)
+    .await?;
+    for (offset, step) in skipped.map(|(Json(steps),)| steps).unwrap_or_default().iter().enumerate() {
+        tracing::error!(
+            task = step.name,
+            chain = job.chain,
+            index = job.index as usize + 1 + offset,
+            "durable step skipped: an earlier step of its chain failed for good"
+        );
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct StoredName {
+    name: String,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

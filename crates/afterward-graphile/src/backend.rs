@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use afterward::durable::{Chain, DurableBackend, PersistFuture};
 use afterward::FailurePolicy;
+use afterward::durable::{Chain, DurableBackend, PersistFuture};
 use graphile_worker::WorkerUtils;
 use serde_json::json;
 use sqlx::AssertSqlSafe;

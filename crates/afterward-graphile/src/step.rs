@@ -6,7 +6,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Poll;
 
 use afterward::Step;
-use graphile_worker::{IntoTaskHandlerResult, JobKeyMode, JobSpec, TaskHandler, WorkerContext, WorkerUtils};
+use graphile_worker::{
+    IntoTaskHandlerResult, JobKeyMode, JobSpec, TaskHandler, WorkerContext, WorkerUtils,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
@@ -90,7 +92,11 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     .await
     .map_err(|error| format!("reading chain {}: {error}", job.chain))?;
     let Some(mut row) = row else {
-        tracing::warn!(chain = job.chain, index = job.index, "step of an unknown chain ignored");
+        tracing::warn!(
+            chain = job.chain,
+            index = job.index,
+            "step of an unknown chain ignored"
+        );
         return Ok(());
     };
     if row.next_index != job.index {
@@ -108,7 +114,12 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     };
     let attempt = u32::try_from(*ctx.job().attempts()).unwrap_or(1);
     let max_attempts = u32::try_from(*ctx.job().max_attempts()).unwrap_or(1);
-    let step = Step::new(job.chain.as_str(), job.index as usize, attempt, max_attempts);
+    let step = Step::new(
+        job.chain.as_str(),
+        job.index as usize,
+        attempt,
+        max_attempts,
+    );
     let span = tracing::info_span!(
         "durable_step",
         task = stored.name,
@@ -215,7 +226,12 @@ async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Er
     .bind(job.index)
     .fetch_optional(pool)
     .await?;
-    for (offset, step) in skipped.map(|(Json(steps),)| steps).unwrap_or_default().iter().enumerate() {
+    for (offset, step) in skipped
+        .map(|(Json(steps),)| steps)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         tracing::error!(
             task = step.name,
             chain = job.chain,

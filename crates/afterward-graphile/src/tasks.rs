@@ -11,8 +11,9 @@ use graphile_worker::WorkerUtils;
 use serde_json::Value;
 
 /// A registered task: deserializes its payload and runs it.
-pub(crate) type RunFn =
-    Arc<dyn Fn(Value, Step) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub(crate) type RunFn = Arc<
+    dyn Fn(Value, Step) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
 
 /// What every step job needs: the tasks by name, and where chains live.
 /// Given to graphile_worker as an extension.
@@ -25,7 +26,11 @@ pub(crate) struct Tasks {
 }
 
 impl Tasks {
-    pub(crate) fn new(runs: HashMap<&'static str, RunFn>, utils: WorkerUtils, table: String) -> Tasks {
+    pub(crate) fn new(
+        runs: HashMap<&'static str, RunFn>,
+        utils: WorkerUtils,
+        table: String,
+    ) -> Tasks {
         Tasks {
             runs: Arc::new(runs),
             utils,

@@ -113,7 +113,10 @@ async fn without_backend_durable_tasks_run_in_process_in_queue_order() {
     });
     queue.add_durable(mark("nb-3"));
     let names = queue.task_names();
-    assert_eq!((names[0].as_ref(), names[2].as_ref(), names[3].as_ref()), ("mark", "mark", "mark"));
+    assert_eq!(
+        (names[0].as_ref(), names[2].as_ref(), names[3].as_ref()),
+        ("mark", "mark", "mark")
+    );
     let report = queue.drain().await;
     assert_eq!(report.completed(), 3);
     assert_eq!(report.failed(), 1);
@@ -309,9 +312,7 @@ async fn a_shutdown_during_the_hand_off_names_the_tasks_it_abandons() {
     queue.add_durable(mark("hang-1"));
     queue.add_durable(mark("hang-2"));
     let handle = runner.spawn(queue);
-    let report = runner
-        .shutdown(std::time::Duration::from_millis(50))
-        .await;
+    let report = runner.shutdown(std::time::Duration::from_millis(50)).await;
     assert_eq!(report.abandoned_tasks(), ["mark", "mark"]);
     assert_eq!(handle.await.abandoned(), 2);
     let stats = runner.stats();

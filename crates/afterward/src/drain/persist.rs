@@ -98,10 +98,9 @@ impl Drain {
                 // A backend is library code, but a panic in it must not
                 // take the drain down: it is a failed hand-off.
                 let stored = poll_fn(|cx| {
-                    catch_unwind(AssertUnwindSafe(|| persist.as_mut().poll(cx)))
-                        .unwrap_or_else(|panic| {
-                            std::task::Poll::Ready(Err(take_message(panic).into()))
-                        })
+                    catch_unwind(AssertUnwindSafe(|| persist.as_mut().poll(cx))).unwrap_or_else(
+                        |panic| std::task::Poll::Ready(Err(take_message(panic).into())),
+                    )
                 })
                 .instrument(span)
                 .await;

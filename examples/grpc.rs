@@ -187,19 +187,19 @@ pub(crate) async fn serve(
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     support::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [call, email] = args.as_slice() {
-        if call == "call" {
-            let url = format!("http://127.0.0.1:{}", support::port());
-            let mut client = proto::accounts_client::AccountsClient::connect(url).await?;
-            let request = proto::RegisterRequest {
-                email: email.clone(),
-            };
-            match client.register(request).await {
-                Ok(reply) => println!("{}", reply.into_inner().message),
-                Err(status) => println!("{:?}: {}", status.code(), status.message()),
-            }
-            return Ok(());
+    if let [call, email] = args.as_slice()
+        && call == "call"
+    {
+        let url = format!("http://127.0.0.1:{}", support::port());
+        let mut client = proto::accounts_client::AccountsClient::connect(url).await?;
+        let request = proto::RegisterRequest {
+            email: email.clone(),
+        };
+        match client.register(request).await {
+            Ok(reply) => println!("{}", reply.into_inner().message),
+            Err(status) => println!("{:?}: {}", status.code(), status.message()),
         }
+        return Ok(());
     }
     let runner = Runner::builder()
         .task_timeout(Duration::from_secs(30))

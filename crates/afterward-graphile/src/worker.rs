@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use afterward::DurableTask;
-use graphile_worker::{Worker, WorkerOptions, WorkerRecoveryConfig, WorkerUtils};
+use graphile_worker::{LocalQueueConfig, Worker, WorkerOptions, WorkerRecoveryConfig, WorkerUtils};
 use sqlx::PgPool;
 
 use crate::schema::{chains_table, migrate};
@@ -24,6 +24,10 @@ use crate::{DEFAULT_SCHEMA, Error};
 /// own, on any machine that reaches the database: graphile_worker locks each
 /// job, and a chain has one job at a time, so its steps run in order.
 ///
+/// It fetches jobs in batches through graphile_worker's local queue: a
+/// worker that finds a backlog at start would otherwise take `concurrency`
+/// jobs per poll interval. See [`local_queue`](GraphileWorker::local_queue).
+///
 /// Crash recovery is on: each worker writes a heartbeat, and a worker whose
 /// heartbeat is older than the sweep threshold (60 s by default) is taken
 /// for dead, its jobs released to run elsewhere. See
@@ -34,6 +38,7 @@ pub struct GraphileWorker {
     concurrency: usize,
     recovery: WorkerRecoveryConfig,
     runs: HashMap<&'static str, RunFn>,
+    local_queue: Option<LocalQueueConfig>,
     configure: Vec<Box<dyn FnOnce(WorkerOptions) -> WorkerOptions + Send>>,
 }
 
@@ -51,6 +56,7 @@ impl GraphileWorker {
                 .sweep_threshold(Duration::from_secs(60))
                 .recovery_delay(Duration::ZERO),
             runs: HashMap::new(),
+            local_queue: Some(LocalQueueConfig::default()),
             configure: Vec::new(),
         }
     }
@@ -91,6 +97,14 @@ impl GraphileWorker {
         self
     }
 
+    /// How the worker fetches jobs: through graphile_worker's local queue
+    /// with `config` (the default is `LocalQueueConfig::default()`, up to 100
+    /// jobs locked ahead), or with `None` one job per slot and signal.
+    pub fn local_queue(mut self, config: Option<LocalQueueConfig>) -> GraphileWorker {
+        self.local_queue = config;
+        self
+    }
+
     /// Adjusts graphile_worker's own options last (poll interval, shutdown
     /// signals, hooks…).
     pub fn configure(
@@ -120,6 +134,9 @@ impl GraphileWorker {
             .worker_recovery(self.recovery)
             .define_job::<StepJob>()
             .add_extension(tasks);
+        if let Some(config) = self.local_queue {
+            options = options.local_queue(config);
+        }
         for configure in self.configure {
             options = configure(options);
         }

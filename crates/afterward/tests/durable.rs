@@ -319,3 +319,214 @@ async fn a_shutdown_during_the_hand_off_names_the_tasks_it_abandons() {
     assert_eq!(stats.abandoned(), 2);
     assert_conserved(stats);
 }
+
+// ===== randomized: every task counted once, every stored task stored once =====
+
+/// xorshift64*, seedable.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// A durable task with an id, that may fail to serialize, panic while
+/// serializing, or panic when dropped.
+#[derive(Deserialize)]
+struct Numbered {
+    id: u64,
+    #[serde(skip)]
+    trouble: Trouble,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum Trouble {
+    #[default]
+    None,
+    SerializeErr,
+    SerializePanic,
+    DropPanic,
+}
+
+impl Serialize for Numbered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.trouble {
+            Trouble::SerializeErr => Err(serde::ser::Error::custom("no wire form")),
+            Trouble::SerializePanic => panic!("a serializer panics"),
+            _ => s.serialize_u64(self.id),
+        }
+    }
+}
+
+impl Drop for Numbered {
+    fn drop(&mut self) {
+        if self.trouble == Trouble::DropPanic && !std::thread::panicking() {
+            panic!("a destructor panics");
+        }
+    }
+}
+
+impl DurableTask for Numbered {
+    const NAME: &'static str = "numbered";
+    type Error = String;
+
+    async fn run(self, _: Step) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A backend whose behaviour each case draws.
+#[derive(Clone)]
+struct Random {
+    chains: Arc<Mutex<Vec<Chain>>>,
+    mode: u64,
+    delay_ms: u64,
+}
+
+impl DurableBackend for Random {
+    fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
+            match self.mode {
+                0 => Err("database unreachable".into()),
+                1 => panic!("a backend panics"),
+                _ => {
+                    self.chains.lock().unwrap().push(chain.clone());
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_mixes_with_a_backend_count_every_task_once() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        if !matches!(
+            message,
+            Some(
+                "a serializer panics" | "a destructor panics" | "a backend panics" | "local panic"
+            )
+        ) {
+            default_hook(info);
+        }
+    }));
+    let seed = std::env::var("AFTERWARD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xd0ab_1e5e_ed00_0001_u64);
+    println!("AFTERWARD_SEED={seed}");
+    let mut rng = Rng(seed);
+    for case in 0..300 {
+        let why = format!("seed {seed}, case {case}");
+        let backend = Random {
+            chains: Arc::default(),
+            mode: rng.below(5),
+            delay_ms: rng.below(3),
+        };
+        let mut builder = Runner::builder().durable(backend.clone());
+        if rng.below(2) == 0 {
+            builder = builder.failure_policy(FailurePolicy::StopQueue);
+        }
+        if rng.below(3) == 0 {
+            builder = builder.max_concurrent_drains(1);
+        }
+        let runner = builder.build();
+        let mut next_id = 0;
+        let mut handles = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let queue = TaskQueue::new();
+            for _ in 0..rng.below(8) {
+                match rng.below(6) {
+                    0 => {
+                        queue.add_task(|| (), ());
+                    }
+                    1 => {
+                        queue.add_task(|| -> () { panic!("local panic") }, ());
+                    }
+                    2 => {
+                        // Adds a durable task to its own queue mid-drain.
+                        let q = queue.clone();
+                        let id = next_id;
+                        next_id += 1;
+                        queue.add_task(
+                            move || async move {
+                                q.add_durable(Numbered {
+                                    id,
+                                    trouble: Trouble::None,
+                                });
+                            },
+                            (),
+                        );
+                    }
+                    _ => {
+                        let trouble = match rng.below(8) {
+                            0 => Trouble::SerializeErr,
+                            1 => Trouble::SerializePanic,
+                            2 => Trouble::DropPanic,
+                            _ => Trouble::None,
+                        };
+                        queue.add_durable(Numbered {
+                            id: next_id,
+                            trouble,
+                        });
+                        next_id += 1;
+                    }
+                }
+            }
+            handles.push(runner.spawn(queue));
+        }
+        if rng.below(5) == 0 {
+            let report = runner
+                .shutdown(std::time::Duration::from_millis(rng.below(3)))
+                .await;
+            assert_eq!(report.abandoned(), runner.stats().abandoned(), "{why}");
+        } else {
+            runner.wait_idle().await;
+        }
+        let stats = runner.stats();
+        let mut total = afterward::DrainReport::default();
+        for handle in handles {
+            total += handle.await;
+        }
+        assert_eq!(
+            stats.tasks_received(),
+            stats.accounted(),
+            "{why}: {stats:?}"
+        );
+        assert_eq!(total.total(), stats.tasks_received(), "{why}: {total:?}");
+        assert_eq!(total.persisted(), stats.persisted(), "{why}");
+        assert_eq!(total.persist_failed(), stats.persist_failed(), "{why}");
+        let chains = backend.chains.lock().unwrap().clone();
+        let mut stored: Vec<u64> = chains
+            .iter()
+            .flat_map(|chain| {
+                chain
+                    .steps()
+                    .iter()
+                    .map(|step| step.payload().as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(stored.len(), stats.persisted(), "{why}: {stats:?}");
+        stored.sort_unstable();
+        stored.dedup();
+        assert_eq!(
+            stored.len(),
+            stats.persisted(),
+            "{why}: a task stored twice"
+        );
+        if backend.mode < 2 {
+            assert_eq!(stats.persisted(), 0, "{why}");
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! chain per hand-off with one, and every task counted once either way.
 #![cfg(feature = "durable")]
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use afterward::durable::{Chain, DurableBackend, PersistFuture};
@@ -60,10 +61,14 @@ struct Memory {
     local: Log,
     fail: bool,
     panic: bool,
+    panic_at_call: bool,
 }
 
 impl DurableBackend for Memory {
     fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
+        if self.panic_at_call {
+            panic!("backend bug, before any future");
+        }
         Box::pin(async move {
             tokio::task::yield_now().await;
             if self.panic {
@@ -220,10 +225,15 @@ async fn each_hand_off_is_its_own_chain_and_a_late_durable_task_leaves_alone() {
 
 #[tokio::test]
 async fn a_failed_hand_off_is_counted_and_the_local_tasks_still_run() {
-    for panic in [false, true] {
+    for (fail, panic, panic_at_call) in [
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ] {
         let backend = Memory {
-            fail: !panic,
+            fail,
             panic,
+            panic_at_call,
             ..Memory::default()
         };
         let runner = Runner::builder().durable(backend.clone()).build();
@@ -387,9 +397,56 @@ struct Random {
     delay_ms: u64,
 }
 
+/// A future that stores its chain at its first poll and panics when
+/// dropped.
+struct StoredThenDropPanics(Option<(Arc<Mutex<Vec<Chain>>>, Chain)>);
+
+impl Future for StoredThenDropPanics {
+    type Output = Result<(), afterward::durable::PersistError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let Some((chains, chain)) = self.0.take() {
+            chains.lock().unwrap().push(chain);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for StoredThenDropPanics {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a destructor panics");
+        }
+    }
+}
+
+/// Panics when dropped, unless already unwinding.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a destructor panics");
+        }
+    }
+}
+
 impl DurableBackend for Random {
     fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
+        if self.mode == 2 {
+            panic!("a backend panics");
+        }
+        if self.mode == 4 {
+            return Box::pin(StoredThenDropPanics(Some((
+                self.chains.clone(),
+                chain.clone(),
+            ))));
+        }
         Box::pin(async move {
+            let _guard = (self.mode == 3).then_some(PanicOnDrop);
             tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
             match self.mode {
                 0 => Err("database unreachable".into()),
@@ -431,7 +488,10 @@ async fn random_mixes_with_a_backend_count_every_task_once() {
         let why = format!("seed {seed}, case {case}");
         let backend = Random {
             chains: Arc::default(),
-            mode: rng.below(5),
+            // 0 fails, 1 panics in a poll, 2 panics when called, 3 stores
+            // and then panics in the same poll, 4 stores and its future
+            // panics when dropped, 5 and 6 store.
+            mode: rng.below(7),
             delay_ms: rng.below(3),
         };
         let mut builder = Runner::builder().durable(backend.clone());
@@ -517,6 +577,13 @@ async fn random_mixes_with_a_backend_count_every_task_once() {
                     .map(|step| step.payload().as_u64().unwrap())
             })
             .collect();
+        if backend.mode == 3 {
+            // Stored, but the backend panicked before it answered: a failed
+            // hand-off as far as the runner can tell.
+            assert_eq!(stats.persisted(), 0, "{why}");
+            assert!(stored.len() <= stats.persist_failed(), "{why}");
+            continue;
+        }
         assert_eq!(stored.len(), stats.persisted(), "{why}: {stats:?}");
         stored.sort_unstable();
         stored.dedup();
@@ -525,7 +592,7 @@ async fn random_mixes_with_a_backend_count_every_task_once() {
             stats.persisted(),
             "{why}: a task stored twice"
         );
-        if backend.mode < 2 {
+        if backend.mode < 3 {
             assert_eq!(stats.persisted(), 0, "{why}");
         }
     }

@@ -4,14 +4,15 @@
 
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::task::Poll;
 
 use tracing::Instrument;
 
 use super::{Ctx, Drain, Step, skipped};
-use crate::durable::{Chain, ChainStep};
+use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture};
 use crate::job::{Task, TaskName};
 use crate::queue::State;
-use crate::quiet::take_message;
+use crate::quiet::{drop_quietly, take_message};
 use crate::report::Kind;
 
 /// A drain's side of the hand-off.
@@ -94,18 +95,10 @@ impl Drain {
                     chain = chain.id(),
                     tasks = tasks.len()
                 );
-                let mut persist = backend.persist(&chain);
-                // A backend is library code, but a panic in it must not
-                // take the drain down: it is a failed hand-off.
-                let stored = poll_fn(|cx| {
-                    catch_unwind(AssertUnwindSafe(|| persist.as_mut().poll(cx))).unwrap_or_else(
-                        |panic| std::task::Poll::Ready(Err(take_message(panic).into())),
-                    )
-                })
-                .instrument(span)
-                .await;
-                drop(persist);
-                stored.map(|()| chain).map_err(|error| error.to_string())
+                call(&*backend, &chain)
+                    .instrument(span)
+                    .await
+                    .map(|()| chain)
             }
             Err(error) => Err(error),
         };
@@ -153,6 +146,43 @@ impl Drop for Discard {
     fn drop(&mut self) {
         for task in self.0.drain(..) {
             task.discard();
+        }
+    }
+}
+
+/// Calls the backend. It is library code, but a panic in it must not take
+/// the drain down: a panic in `persist`, or in a poll of its future, is a
+/// failed hand-off; one in the future's destructor is logged (the answer
+/// stands).
+async fn call(backend: &dyn DurableBackend, chain: &Chain) -> Result<(), String> {
+    let persist = catch_unwind(AssertUnwindSafe(|| backend.persist(chain)))
+        .map_err(|panic| format!("the backend panicked: {}", take_message(panic)))?;
+    let mut persist = Quiet(Some(persist));
+    poll_fn(|cx| {
+        let Some(future) = persist.0.as_mut() else {
+            return Poll::Ready(Err("the backend's future is gone".to_owned()));
+        };
+        catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
+            .unwrap_or_else(|panic| {
+                Poll::Ready(Err(format!(
+                    "the backend panicked: {}",
+                    take_message(panic)
+                )
+                .into()))
+            })
+            .map_err(|error| error.to_string())
+    })
+    .await
+}
+
+/// The backend's future, dropped through [`drop_quietly`] whenever it goes
+/// (finished, or cancelled with the drain).
+struct Quiet<'a>(Option<PersistFuture<'a>>);
+
+impl Drop for Quiet<'_> {
+    fn drop(&mut self) {
+        if let Some(message) = self.0.take().and_then(drop_quietly) {
+            tracing::error!(panic = %message, "a durable backend's future panicked when dropped");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The hand-off side: stores a request's chain in one transaction.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use afterward::FailurePolicy;
 use afterward::durable::{Chain, DurableBackend, PersistFuture};
@@ -24,15 +25,16 @@ use crate::{DEFAULT_MAX_ATTEMPTS, DEFAULT_SCHEMA, Error};
 /// runs it.
 ///
 /// The runner waits for the hand-off before the queue's in-process tasks
-/// run, so give the pool an `acquire_timeout` that suits you: when the
-/// database is unreachable, the hand-off fails after it, and the chain's
-/// tasks are logged and counted
+/// run, so a hand-off is bounded by a [`timeout`](GraphileBackend::timeout)
+/// (5 s by default): when the database is unreachable or stalls, the
+/// hand-off fails, and the chain's tasks are logged and counted
 /// [`persist_failed`](afterward::Stats::persist_failed).
 #[derive(Clone)]
 pub struct GraphileBackend {
     pool: PgPool,
     schema: Arc<str>,
     max_attempts: i16,
+    timeout: Duration,
     utils: WorkerUtils,
 }
 
@@ -45,6 +47,7 @@ impl GraphileBackend {
             pool,
             schema: Arc::from(DEFAULT_SCHEMA),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout: Duration::from_secs(5),
         }
     }
 
@@ -71,6 +74,23 @@ impl GraphileBackend {
             i16::MAX
         );
         self.max_attempts = attempts as i16;
+        self
+    }
+
+    /// How long a hand-off may take, connecting included; 5 s by default.
+    /// Past it the hand-off fails (`persist_failed`), and the queue's
+    /// in-process tasks run. A hand-off cut off while committing may still
+    /// have stored its chain; the log line says so.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    pub fn timeout(mut self, timeout: Duration) -> GraphileBackend {
+        assert!(
+            !timeout.is_zero(),
+            "the hand-off timeout must be greater than zero"
+        );
+        self.timeout = timeout;
         self
     }
 
@@ -113,7 +133,15 @@ impl GraphileBackend {
 impl DurableBackend for GraphileBackend {
     fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
         Box::pin(async move {
-            if !self.store(chain).await? {
+            let stored = tokio::time::timeout(self.timeout, self.store(chain))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the hand-off timed out after {:?}; the chain may or may not have been stored",
+                        self.timeout
+                    )
+                })??;
+            if !stored {
                 tracing::debug!(chain = chain.id(), "chain already stored");
             }
             Ok(())

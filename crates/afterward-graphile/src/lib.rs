@@ -20,16 +20,23 @@
 //!   stored exponential backoff (`exp(min(attempt, 10))` seconds), up to
 //!   [`max_attempts`](GraphileBackend::max_attempts). A worker that dies
 //!   mid-step is found by crash recovery and the step runs again elsewhere.
-//!   So a step may run more than once: after a failed attempt, or when its
-//!   worker died before recording it. Steps recorded done are never run
-//!   again. Each step carries an idempotency key,
+//!   So a step may run more than once: after a failed attempt, when its
+//!   worker died before recording it, or when recording it failed for longer
+//!   than the worker's [`bookkeeping_budget`](GraphileWorker::bookkeeping_budget)
+//!   (a database error within it is retried and costs no attempt). Steps
+//!   recorded done are never run again. A step that hangs is cut off by
+//!   [`step_timeout`](GraphileWorker::step_timeout), if set. Each step carries an idempotency key,
 //!   [`Step::idempotency_key`](afterward::Step::idempotency_key) (chain id
 //!   and index), the same on every attempt: give it to the outside world.
 //! - **Failure policy.** After a step's last failed attempt, the runner's
 //!   [`FailurePolicy`](afterward::FailurePolicy) decides:
 //!   `Continue` runs the next steps, `StopQueue` ends the chain and logs
-//!   each step it drops. The failed job stays in graphile_worker's table
-//!   with its last error.
+//!   each step it drops. The chain row lists the steps that failed for good
+//!   (`failed_for_good`), and the failed job stays in graphile_worker's
+//!   `jobs` with its last error (unless its worker died before recording
+//!   it).
+//! - **Hand-off time.** A hand-off is bounded by the backend's
+//!   [`timeout`](GraphileBackend::timeout), 5 s by default.
 //!
 //! # Example
 //!
@@ -82,6 +89,9 @@
 //! table (with `finished_at` set) as a record of what ran; delete old rows
 //! when you no longer need them. Steps of one chain never run in parallel,
 //! so a long chain is as slow as the sum of its steps and their retries.
+//! While workers of two versions share a database, a worker that does not
+//! know a step's task fails its attempt (and the step backs off), so roll
+//! out new tasks to the workers before the servers queue them.
 //!
 //! [afterward]: https://docs.rs/afterward
 //! [graphile_worker]: https://docs.rs/graphile_worker

@@ -1,9 +1,10 @@
 //! The worker side of one step: find it in its chain, run it, and move the
 //! chain on in the same transaction that queues the next step.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Poll;
+use std::time::Duration;
 
 use afterward::Step;
 use graphile_worker::{
@@ -81,16 +82,18 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     };
     let pool = ctx.pg_pool().clone();
     let table = tasks.table.clone();
-    let row: Option<Row> = sqlx::query_as(AssertSqlSafe(format!(
+    let read = format!(
         "select steps -> $2 as step, jsonb_array_length(steps) as len, next_index,
                 stop_on_failure, max_attempts
          from {table} where id = $1"
-    )))
-    .bind(&job.chain)
-    .bind(job.index)
-    .fetch_optional(&pool)
-    .await
-    .map_err(|error| format!("reading chain {}: {error}", job.chain))?;
+    );
+    let row: Option<Row> = retrying(&tasks, &job, "reading its chain", || {
+        sqlx::query_as(AssertSqlSafe(read.clone()))
+            .bind(&job.chain)
+            .bind(job.index)
+            .fetch_optional(&pool)
+    })
+    .await?;
     let Some(mut row) = row else {
         tracing::warn!(
             chain = job.chain,
@@ -130,13 +133,18 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     let outcome = match tasks.get(&stored.name) {
         Some(run) => {
             let mut running = run(stored.payload, step.clone());
-            poll_fn(|cx| {
+            let guarded = poll_fn(|cx| {
                 catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx))).unwrap_or_else(
                     |panic| Poll::Ready(Err(format!("panicked: {}", panic_message(&*panic)))),
                 )
-            })
-            .instrument(span)
-            .await
+            });
+            match tasks.step_timeout {
+                Some(limit) => tokio::time::timeout(limit, guarded)
+                    .instrument(span)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {limit:?}"))),
+                None => guarded.instrument(span).await,
+            }
         }
         None => Err(format!(
             "no task named {:?} is registered with this worker",
@@ -144,7 +152,12 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
         )),
     };
     let moved = match &outcome {
-        Ok(()) => advance(&tasks.utils, &pool, &table, &job, &row, false).await,
+        Ok(()) => {
+            retrying(&tasks, &job, "recording it done", || {
+                advance(&tasks.utils, &pool, &table, &job, &row, false)
+            })
+            .await
+        }
         Err(error) if !step.is_last_attempt() => {
             tracing::warn!(
                 task = stored.name,
@@ -167,16 +180,67 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
                 "durable step failed for good"
             );
             if row.stop_on_failure {
-                stop(&pool, &table, &job).await
+                retrying(&tasks, &job, "stopping its chain", || {
+                    stop(&pool, &table, &job)
+                })
+                .await
             } else {
-                advance(&tasks.utils, &pool, &table, &job, &row, true).await
+                retrying(&tasks, &job, "recording it failed", || {
+                    advance(&tasks.utils, &pool, &table, &job, &row, true)
+                })
+                .await
             }
         }
     };
-    // If the chain could not be moved on, the step counts as failed, to be
-    // retried: it ran, but nothing records that, so it may run again.
-    moved.map_err(|error| format!("moving chain {} on: {error}", job.chain))?;
+    // If the chain could not be moved on even after retrying, the step
+    // counts as a failed attempt, to be run again: it ran, but nothing
+    // records that.
+    moved?;
     outcome
+}
+
+/// Runs a database operation of the chain's bookkeeping until it succeeds,
+/// backing off from 100 ms to 10 s, for up to the worker's bookkeeping
+/// budget: a blip (a failover, a full pool) must not cost the step an
+/// attempt, least of all its last one, which would leave the chain stopped.
+async fn retrying<T, E, Fut>(
+    tasks: &Tasks,
+    job: &StepJob,
+    what: &str,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, String>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let give_up = tokio::time::Instant::now() + tasks.bookkeeping_budget;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::warn!(
+                    chain = job.chain,
+                    index = job.index,
+                    error = %error,
+                    "durable step: {what} failed; retrying in {pause:?}"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => {
+                tracing::error!(
+                    chain = job.chain,
+                    index = job.index,
+                    error = %error,
+                    "durable step: {what} failed for {:?}; the step counts as a failed \
+                     attempt, and if it was the last, the chain stops at this step",
+                    tasks.bookkeeping_budget
+                );
+                return Err(format!("chain {}: {what}: {error}", job.chain));
+            }
+        }
+    }
 }
 
 /// Records step `index` as done (or `failed` for good) and queues the next,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use afterward::{DurableTask, Step};
 use graphile_worker::WorkerUtils;
@@ -23,6 +24,10 @@ pub(crate) struct Tasks {
     pub(crate) utils: WorkerUtils,
     /// The chains table, quoted.
     pub(crate) table: Arc<str>,
+    /// How long a step may run; past it, the attempt failed.
+    pub(crate) step_timeout: Option<Duration>,
+    /// How long a step retries its chain's bookkeeping before it gives up.
+    pub(crate) bookkeeping_budget: Duration,
 }
 
 impl Tasks {
@@ -30,11 +35,15 @@ impl Tasks {
         runs: HashMap<&'static str, RunFn>,
         utils: WorkerUtils,
         table: String,
+        step_timeout: Option<Duration>,
+        bookkeeping_budget: Duration,
     ) -> Tasks {
         Tasks {
             runs: Arc::new(runs),
             utils,
             table: Arc::from(table),
+            step_timeout,
+            bookkeeping_budget,
         }
     }
 

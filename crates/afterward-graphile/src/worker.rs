@@ -39,6 +39,8 @@ pub struct GraphileWorker {
     recovery: WorkerRecoveryConfig,
     runs: HashMap<&'static str, RunFn>,
     local_queue: Option<LocalQueueConfig>,
+    step_timeout: Option<Duration>,
+    bookkeeping_budget: Duration,
     configure: Vec<Box<dyn FnOnce(WorkerOptions) -> WorkerOptions + Send>>,
 }
 
@@ -57,6 +59,8 @@ impl GraphileWorker {
                 .recovery_delay(Duration::ZERO),
             runs: HashMap::new(),
             local_queue: Some(LocalQueueConfig::default()),
+            step_timeout: None,
+            bookkeeping_budget: Duration::from_secs(300),
             configure: Vec::new(),
         }
     }
@@ -97,6 +101,30 @@ impl GraphileWorker {
         self
     }
 
+    /// Cancels a step's attempt that runs longer than `limit`: it counts as
+    /// a failed attempt, retried after its backoff. Without it a step that
+    /// hangs holds its chain (its worker keeps writing heartbeats, so crash
+    /// recovery does not take it).
+    ///
+    /// # Panics
+    ///
+    /// If `limit` is zero.
+    pub fn step_timeout(mut self, limit: Duration) -> GraphileWorker {
+        assert!(!limit.is_zero(), "step_timeout must be greater than zero");
+        self.step_timeout = Some(limit);
+        self
+    }
+
+    /// How long a step retries its chain's bookkeeping (reading the chain,
+    /// recording the step, queueing the next) when the database fails,
+    /// before the attempt counts as failed; 5 minutes by default. A blip
+    /// then costs no attempt. Past it, a step that was on its last attempt
+    /// leaves its chain stopped at that step (logged with the chain's id).
+    pub fn bookkeeping_budget(mut self, budget: Duration) -> GraphileWorker {
+        self.bookkeeping_budget = budget;
+        self
+    }
+
     /// How the worker fetches jobs: through graphile_worker's local queue
     /// with `config` (the default is `LocalQueueConfig::default()`, up to 100
     /// jobs locked ahead), or with `None` one job per slot and signal.
@@ -125,6 +153,8 @@ impl GraphileWorker {
             self.runs,
             WorkerUtils::new(self.pool.clone(), self.schema.clone()),
             chains_table(&self.schema),
+            self.step_timeout,
+            self.bookkeeping_budget,
         );
         let mut options = WorkerOptions::default()
             .pg_pool(self.pool)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use afterward::durable::{Chain, ChainStep};
 use afterward::{FailurePolicy, Runner, TaskQueue};
-use common::{Db, Hang, Record, rec, start};
+use common::{Db, Hang, Record, Slow, rec, start};
 use sqlx::AssertSqlSafe;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,15 +144,27 @@ async fn a_step_that_fails_for_good_under_each_policy() {
     .await
     .unwrap();
     assert_eq!(failed, [(vec![1], 3), (vec![1], 3)]);
-    // The failed jobs stay in graphile_worker's table with their error.
-    let (errors,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-        "select count(*) from {}.jobs where attempts = max_attempts and last_error like '%broken failed%'",
-        db.schema
-    )))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(errors, 2);
+    // The failed jobs stay in graphile_worker's table with their error,
+    // recorded once each step has returned (perhaps after its chain moved on).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (errors,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "select count(*) from {}.jobs
+             where attempts = max_attempts and last_error like '%broken failed%'",
+            db.schema
+        )))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if errors == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{errors} failed jobs kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     worker.stop().await;
     db.drop_schema().await;
 }
@@ -206,6 +218,118 @@ async fn an_unreachable_database_fails_the_hand_off_counted_and_named() {
     let stats = runner.stats();
     assert_eq!(stats.persist_failed(), 1);
     assert_eq!(stats.tasks_received(), stats.accounted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_while_recording_a_step_costs_no_attempt() {
+    let db = Db::new("blip").await;
+    let s = &db.schema;
+    // The first update of the chains table fails, once: a blip. (A
+    // sequence, since the failed transaction rolls back anything else.)
+    for sql in [
+        format!("create sequence {s}.blips"),
+        format!(
+            "create function {s}.blip() returns trigger language plpgsql as $$
+             begin
+               if nextval('{s}.blips') = 1 then
+                 raise exception 'a blip';
+               end if;
+               return new;
+             end $$"
+        ),
+        format!(
+            "create trigger blip before update on {s}.afterward_chains
+             for each row execute function {s}.blip()"
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    // One attempt per step: had the blip cost it, the chain would stop.
+    let runner = Runner::builder()
+        .durable(db.backend().max_attempts(1))
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_durable(rec(&db, "a"));
+    queue.add_durable(rec(&db, "b"));
+    runner.spawn(queue).await;
+    let worker = start(db.worker()).await;
+    db.wait_finished(1).await;
+    assert_eq!(db.labels().await, ["a", "b"]);
+    let (updates,): (i64,) =
+        sqlx::query_as(AssertSqlSafe(format!("select last_value from {s}.blips")))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(updates, 3, "one blip, then the two updates that took");
+    worker.stop().await;
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_past_the_step_timeout_is_a_failed_attempt() {
+    let db = Db::new("step_timeout").await;
+    let runner = Runner::builder()
+        .durable(db.backend().max_attempts(1))
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_durable(Slow {
+        schema: db.schema.clone(),
+        label: "too-slow".into(),
+        ms: 60_000,
+    });
+    queue.add_durable(rec(&db, "next"));
+    runner.spawn(queue).await;
+    let worker = start(db.worker().step_timeout(Duration::from_millis(300))).await;
+    db.wait_finished(1).await;
+    assert_eq!(db.labels().await, ["too-slow", "next"]);
+    // graphile_worker records the failure after the step returns, which
+    // may be after the chain has moved on.
+    let error = loop {
+        let error: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "select last_error from {}.jobs where last_error is not null",
+            db.schema
+        )))
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if let Some((error,)) = error {
+            break error;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(error.contains("timed out after 300ms"), "{error}");
+    worker.stop().await;
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_fails_the_hand_off_at_the_timeout() {
+    let db = Db::new("stall").await;
+    // A migration, say, holds the chains table.
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "lock table {}.afterward_chains in access exclusive mode",
+        db.schema
+    )))
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+    let runner = Runner::builder()
+        .durable(db.backend().timeout(Duration::from_millis(500)))
+        .build();
+    let queue = TaskQueue::new();
+    queue.add_durable(rec(&db, "stalled"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    queue.add_task(move || tx.send("local ran").unwrap(), ());
+    let report = runner.spawn(queue).await;
+    assert_eq!((report.persist_failed(), report.completed()), (1, 1));
+    assert_eq!(rx.recv().unwrap(), "local ran");
+    lock.rollback().await.unwrap();
+    assert_eq!(db.count("afterward_chains").await, 0);
+    db.drop_schema().await;
 }
 
 /// The worker process the crash test kills: runs when the test binary is

@@ -78,6 +78,7 @@ impl Db {
             .schema(&self.schema)
             .task::<Record>()
             .task::<Hang>()
+            .task::<Slow>()
             .recovery(quick_recovery())
             .configure(|options| options.poll_interval(Duration::from_millis(100)))
     }
@@ -257,5 +258,24 @@ impl Running {
     pub async fn stop(self) {
         self.worker.request_shutdown();
         self.task.await.unwrap();
+    }
+}
+
+/// Records its run, then takes `ms` milliseconds.
+#[derive(Serialize, Deserialize)]
+pub struct Slow {
+    pub schema: String,
+    pub label: String,
+    pub ms: u64,
+}
+
+impl DurableTask for Slow {
+    const NAME: &'static str = "slow";
+    type Error = String;
+
+    async fn run(self, step: Step) -> Result<(), String> {
+        record(&self.schema, &self.label, &step).await;
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
     }
 }

@@ -24,8 +24,14 @@
 //! when the first in-process task starts, the durable ones are stored, but
 //! they may run before, during or after the in-process ones: the two groups
 //! are ordered within themselves, not with each other. A durable task added
-//! after that (to a queue already being drained) leaves in a chain of its
-//! own when the drain reaches it.
+//! after that (to a queue already being drained) leaves in a new chain when
+//! the drain reaches it, with any other durable task waiting by then.
+//!
+//! The [`FailurePolicy`] applies within each group too: a failed in-process
+//! task stops the in-process tasks after it under `StopQueue`, but the
+//! chain, stored before, is not affected; a failed step stops its chain's
+//! later steps, on the worker. A failed hand-off is not a task failure: the
+//! in-process tasks run.
 //!
 //! # Counting
 //!
@@ -35,6 +41,9 @@
 //! the task will not run). Both are outcomes in the conservation sum
 //! [`Stats::accounted`](crate::Stats::accounted). A chain is stored whole or
 //! not at all: if one of its tasks cannot be serialized, none is handed off.
+//! A shutdown whose deadline cuts a hand-off short counts its tasks
+//! `abandoned` and names them, but the backend may have stored them already
+//! (the log line says so): they may still run.
 //!
 //! # Guarantees
 //!
@@ -140,7 +149,8 @@ impl Step {
         Step::new(new_chain_id(), 0, 1, 1)
     }
 
-    /// The chain's id: unique for each queue handed off.
+    /// The chain's id, unique to it. A durable task run in-process (no
+    /// backend) is a chain of its own, at index 0.
     pub fn chain(&self) -> &str {
         &self.chain
     }
@@ -254,9 +264,10 @@ pub type PersistFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PersistError
 /// workers run chains from. Engine-free on purpose; `afterward-graphile`
 /// implements it on PostgreSQL.
 ///
-/// A runner calls `persist` once per hand-off and waits for it before the
-/// queue's in-process tasks run, so it should answer within a bounded time
-/// (a connection timeout). `Ok` means stored: from there on the backend
+/// A runner calls `persist` once for each chain (at the start of a queue's
+/// drain, and again for durable tasks added while it runs) and waits for it
+/// before the queue's in-process tasks run, so it should answer within a
+/// bounded time. `Ok` means stored: from there on the backend
 /// owns the steps. An `Err` is logged with the names of the chain's tasks
 /// and counted [`persist_failed`](crate::Stats::persist_failed).
 ///

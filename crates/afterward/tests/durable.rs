@@ -2,6 +2,8 @@
 //! chain per hand-off with one, and every task counted once either way.
 #![cfg(feature = "durable")]
 
+mod capture_logs;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -249,6 +251,28 @@ async fn a_failed_hand_off_is_counted_and_the_local_tasks_still_run() {
         assert_conserved(stats);
     }
     assert!(marks("ff-").is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_hand_off_logs_each_task_by_name_with_the_error() {
+    let capture = capture_logs::Capture::default();
+    let _default = tracing::subscriber::set_default(capture.subscriber());
+    let backend = Memory {
+        fail: true,
+        ..Memory::default()
+    };
+    let runner = Runner::builder().durable(backend).build();
+    let queue = TaskQueue::new();
+    queue
+        .add_durable(mark("lg-1"))
+        .name(format!("welcome email to user {}", 42));
+    queue.add_durable(mark("lg-2"));
+    assert_eq!(runner.spawn(queue).await.persist_failed(), 2);
+    let line = capture.line_with("welcome email to user 42");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("durable task not stored"), "{line}");
+    assert!(line.contains("connection refused"), "{line}");
+    assert!(line.contains("position=1"), "{line}");
 }
 
 /// Serializes to an error.

@@ -156,6 +156,7 @@
 //! |---|---|
 //! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
 //! | `test-util` | `Recorder`, a runner for tests that keeps the queues handed to it until the test runs them |
+//! | `durable` | `DurableTask`, `TaskQueue::add_durable` and `RunnerBuilder::durable`: tasks that leave the process at hand-off, to a backend such as `afterward-graphile` (see the `durable` module) |
 //!
 //! # What the runtime needs
 //!

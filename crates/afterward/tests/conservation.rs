@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use afterward::{DrainReport, FailurePolicy, Runner, TaskQueue};
+use on_purpose::{PanicOnDrop, hide_panics, panic_with_nasty_payload};
+
+mod on_purpose;
 
 const CASES: usize = 600;
 
@@ -207,27 +210,7 @@ fn add(queue: &TaskQueue, ledger: &Arc<Ledger>, kind: Kind) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_received_task_is_counted_exactly_once() {
     // Hundreds of tasks panic on purpose; only other panics are shown.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-        let on_purpose = payload.is::<NastyPayload>()
-            || matches!(
-                message,
-                Some(
-                    "sync panic"
-                        | "async panic"
-                        | "a destructor panics"
-                        | "a panic payload panics when dropped"
-                )
-            );
-        if !on_purpose {
-            default_hook(info);
-        }
-    }));
+    hide_panics(&["sync panic", "async panic"]);
     let seed = std::env::var("AFTERWARD_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -312,32 +295,6 @@ async fn every_received_task_is_counted_exactly_once() {
         shutdowns > CASES / 10,
         "too few shutdown cases: {shutdowns}"
     );
-}
-
-/// Panics when dropped, unless the thread is already unwinding (a second
-/// panic would abort, in user code as here).
-struct PanicOnDrop;
-
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("a destructor panics");
-        }
-    }
-}
-
-/// A panic payload whose own destructor panics.
-struct NastyPayload;
-
-impl Drop for NastyPayload {
-    fn drop(&mut self) {
-        panic!("a panic payload panics when dropped");
-    }
-}
-
-/// Typed `()`, like `boom`.
-fn panic_with_nasty_payload() {
-    std::panic::panic_any(NastyPayload);
 }
 
 /// Panics, but is typed `()`: a closure whose body only panics would be

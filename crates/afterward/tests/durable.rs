@@ -3,12 +3,14 @@
 #![cfg(feature = "durable")]
 
 mod capture_logs;
+mod on_purpose;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use afterward::durable::{Chain, DurableBackend, PersistFuture};
 use afterward::{DurableTask, FailurePolicy, Outcome, RunIf, Runner, Stats, Step, TaskQueue};
+use on_purpose::{PanicOnDrop, hide_panics};
 use serde::{Deserialize, Serialize};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -447,17 +449,6 @@ impl Drop for StoredThenDropPanics {
     }
 }
 
-/// Panics when dropped, unless already unwinding.
-struct PanicOnDrop;
-
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("a destructor panics");
-        }
-    }
-}
-
 impl DurableBackend for Random {
     fn persist<'a>(&'a self, chain: &'a Chain) -> PersistFuture<'a> {
         if self.mode == 2 {
@@ -486,22 +477,7 @@ impl DurableBackend for Random {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_mixes_with_a_backend_count_every_task_once() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-        if !matches!(
-            message,
-            Some(
-                "a serializer panics" | "a destructor panics" | "a backend panics" | "local panic"
-            )
-        ) {
-            default_hook(info);
-        }
-    }));
+    hide_panics(&["a serializer panics", "a backend panics", "local panic"]);
     let seed = std::env::var("AFTERWARD_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

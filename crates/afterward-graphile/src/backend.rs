@@ -6,7 +6,7 @@ use std::time::Duration;
 use afterward::FailurePolicy;
 use afterward::durable::{Chain, DurableBackend, PersistFuture};
 use graphile_worker::WorkerUtils;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -103,10 +103,13 @@ impl GraphileBackend {
     /// Stores `chain` and the job of its first step, in one transaction.
     /// Returns `false` if a chain with its id was already stored.
     pub async fn store(&self, chain: &Chain) -> Result<bool, Error> {
-        let steps: Vec<_> = chain
+        let steps: Vec<StoredStep<'_>> = chain
             .steps()
             .iter()
-            .map(|step| json!({ "name": step.name(), "payload": step.payload() }))
+            .map(|step| StoredStep {
+                name: step.name(),
+                payload: step.payload(),
+            })
             .collect();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(AssertSqlSafe(format!(
@@ -128,6 +131,14 @@ impl GraphileBackend {
         tx.commit().await?;
         Ok(inserted)
     }
+}
+
+/// A step as the chains table keeps it, serialized without copying its
+/// payload.
+#[derive(Serialize)]
+struct StoredStep<'a> {
+    name: &'a str,
+    payload: &'a serde_json::Value,
 }
 
 impl DurableBackend for GraphileBackend {

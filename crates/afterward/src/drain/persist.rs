@@ -39,13 +39,8 @@ impl Default for Handoff {
 /// queue's lock.
 pub(super) fn durable_step(ctx: &Ctx, handoff: &mut Handoff, state: &mut State) -> Option<Step> {
     ctx.durable.as_ref()?;
-    if !handoff.sweep {
-        let next = state.tasks.pop_front()?;
-        let durable = next.is_durable();
-        state.tasks.push_front(next);
-        if !durable {
-            return None;
-        }
+    if !handoff.sweep && !state.tasks.front().is_some_and(Task::is_durable) {
+        return None;
     }
     handoff.sweep = false;
     let taken = state.tasks.take_where(Task::is_durable);

@@ -55,6 +55,14 @@ impl TaskList {
         self.len += 1;
     }
 
+    /// The oldest task, left in place.
+    pub(crate) fn front(&mut self) -> Option<&Task> {
+        if self.front.is_none() {
+            self.turn();
+        }
+        self.front.as_ref()
+    }
+
     pub(crate) fn pop_front(&mut self) -> Option<Task> {
         if self.front.is_none() {
             self.turn();

@@ -1,7 +1,10 @@
+//! `TaskLayer`: `TaskService` as a tower layer.
+
 use afterward::Runner;
+use afterward::adapter::DisconnectPolicy;
 use tower_layer::Layer;
 
-use crate::{DisconnectPolicy, TaskService};
+use crate::service::TaskService;
 
 /// A tower [`Layer`] that wraps services in [`TaskService`].
 ///

@@ -136,6 +136,18 @@
 //! # }
 //! ```
 //!
+//! # Where things are
+//!
+//! The adapter follows the protocol of [`afterward::adapter`]; its files,
+//! from the bottom up:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `outcome.rs` | a response's outcome from its status and `grpc-status` |
+//! | `body.rs` | [`TaskBody`]: when a response is complete; the hand-off when hyper drops it |
+//! | `service.rs` | [`TaskService`]: a queue per request, the handler's result, the body wrapped |
+//! | `layer.rs` | [`TaskLayer`] for tower stacks (feature `tower`) |
+//!
 //! # Feature flags
 //!
 //! | feature | enables |
@@ -148,15 +160,16 @@
 mod body;
 #[cfg(feature = "tower")]
 mod layer;
+mod outcome;
 mod service;
 
 pub use crate::body::TaskBody;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::layer::TaskLayer;
-pub use crate::service::{DisconnectPolicy, ResponseFuture, TaskService};
+pub use crate::service::{ResponseFuture, TaskService};
 
-pub use afterward::{Runner, TaskQueue};
+pub use afterward::{DisconnectPolicy, Runner, TaskQueue};
 
 // The README's examples are compiled as doctests, so it stays true. They use
 // axum's extractor, hence the feature.

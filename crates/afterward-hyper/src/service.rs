@@ -1,48 +1,18 @@
+//! `TaskService`: gives each request a queue, and wraps its response body
+//! in a [`TaskBody`].
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use afterward::{Runner, TaskQueue};
+use afterward::adapter::{DisconnectPolicy, RequestTasks};
+use afterward::{Outcome, Runner, TaskQueue};
 use http::{Method, Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 
-use crate::body::{Handoff, TaskBody, Verdict};
-
-/// What happens to the tasks of a request whose response body was dropped
-/// before it was *complete*.
-///
-/// A body is complete once its **last frame was handed to hyper**, not once
-/// the client has read it: this is where Starlette runs its background
-/// tasks too (after the last body message was given to the server). So the
-/// policy sees a disconnect only while the body is still producing frames:
-///
-/// | the response body | the client leaves | the policy sees |
-/// |---|---|---|
-/// | a single frame (`Full`, `String`, `Bytes`, axum's `Json`) | any time after the headers | nothing: the frame was handed over at once, so the tasks run |
-/// | a stream of frames | before the body has shown its end | a disconnect |
-/// | a stream of frames | after the body has shown its end, while hyper is still writing | nothing: the tasks run |
-/// | any body | while the handler runs | not this policy: the tasks are always skipped |
-///
-/// A body shows its end when it is empty from the start, the request or
-/// status allows no body, a poll yields `None`, an error or a trailers
-/// frame, `is_end_stream()` is true after a data frame, or the bytes handed
-/// over reach the `Content-Length` (or the exact size hint); see
-/// [`TaskBody`](crate::TaskBody). hyper writes a large single frame
-/// out over many socket writes, and a client that hangs up in the middle
-/// of that is not seen. Tasks that must run only if the client received
-/// every byte need a streamed body, or an acknowledgement from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum DisconnectPolicy {
-    /// Run them anyway (the default): the request was accepted and handled;
-    /// only its response did not arrive in full.
-    #[default]
-    Run,
-    /// Do not run them; count them `skipped` and log them. For tasks that
-    /// only make sense if the response was streamed to its end.
-    Skip,
-}
+use crate::body::TaskBody;
+use crate::outcome::Verdict;
 
 /// Gives each request a [`TaskQueue`] and runs it once the response body is
 /// finished.
@@ -67,7 +37,7 @@ pub enum DisconnectPolicy {
 /// - If the inner service returns an error, or its future is dropped before
 ///   it produced a response (the client went away while the handler ran),
 ///   the tasks do not run: they are counted `skipped` and logged.
-/// - At the hand-off it records the response's [`Outcome`](afterward::Outcome)
+/// - At the hand-off it records the response's [`Outcome`]
 ///   for the tasks' run conditions (see [`afterward::RunIf`]): a failure when
 ///   the status is 400 or more, or a `grpc-status` other than `0` was sent
 ///   in the headers or the trailers; unknown when a gRPC response
@@ -162,22 +132,15 @@ impl<S> TaskService<S> {
         let extensions = req.extensions_mut();
         // A queue already there was put by an outer `TaskService`, which
         // will hand it over: this one only passes the response through.
-        let handoff = if extensions.get::<TaskQueue>().is_some() {
+        let request = if extensions.get::<TaskQueue>().is_some() {
             None
         } else {
-            // Made by the runner, so that a shutdown knows the tasks of a
-            // request still in flight.
-            let queue = self.runner.new_queue();
-            extensions.insert(queue.clone());
-            Some(Handoff {
-                runner: self.runner.clone(),
-                queue,
-                on_disconnect: self.on_disconnect,
-                response_queue: None,
-            })
+            let request = RequestTasks::new(&self.runner, self.on_disconnect);
+            extensions.insert(request.queue().clone());
+            Some(request)
         };
         Pending {
-            handoff,
+            request,
             no_body_method,
         }
     }
@@ -253,9 +216,10 @@ pin_project! {
     }
 }
 
-/// The request's hand-off until its response exists.
+/// The request's tasks until its response exists. Dropped before that (the
+/// handler's future was dropped), they are skipped.
 struct Pending {
-    handoff: Option<Handoff>,
+    request: Option<RequestTasks>,
     no_body_method: NoBody,
 }
 
@@ -264,14 +228,6 @@ enum NoBody {
     Never,
     Always,
     OnSuccess,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(handoff) = self.handoff.take() {
-            handoff.skip("the request's handler was dropped before it produced a response");
-        }
-    }
 }
 
 impl<F, ResBody, E> Future for ResponseFuture<F>
@@ -284,13 +240,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let handoff = this.pending.handoff.take();
+        let request = this.pending.request.take();
         let no_body_method = this.pending.no_body_method;
-        Poll::Ready(match (result, handoff) {
+        Poll::Ready(match (result, request) {
             (Ok(response), None) => Ok(response.map(TaskBody::passthrough)),
-            (Ok(response), Some(mut handoff)) => {
+            (Ok(response), Some(request)) => {
                 let (parts, body) = response.into_parts();
-                handoff.response_queue = parts.extensions.get::<TaskQueue>().cloned();
+                let response_queue = parts.extensions.get::<TaskQueue>().cloned();
+                let tasks =
+                    request.respond(Outcome::from_status(parts.status.as_u16()), response_queue);
                 let no_body = match no_body_method {
                     NoBody::Always => true,
                     NoBody::OnSuccess => parts.status.is_success(),
@@ -299,16 +257,16 @@ where
                 let verdict = Verdict::of(&parts);
                 let body = TaskBody::new(
                     body,
-                    handoff,
+                    tasks,
                     content_length(&parts.headers),
                     no_body,
                     verdict,
                 );
                 Ok(Response::from_parts(parts, body))
             }
-            (Err(error), handoff) => {
-                if let Some(handoff) = handoff {
-                    handoff.skip("the request's handler returned an error");
+            (Err(error), request) => {
+                if let Some(request) = request {
+                    request.fail("the request's handler returned an error");
                 }
                 Err(error)
             }

@@ -51,6 +51,7 @@ pub enum Outcome {
 impl RunIf {
     /// `None` if a task with this condition runs after `outcome`; otherwise
     /// why it does not.
+    #[inline]
     pub(crate) fn refuses(self, outcome: Outcome) -> Option<&'static str> {
         match (self, outcome) {
             (RunIf::Always, _)

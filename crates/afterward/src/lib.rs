@@ -89,16 +89,20 @@
 //! went through.
 //!
 //! ```
-//! use afterward::{Outcome, RunIf, TaskQueue};
+//! use afterward::adapter::{DisconnectPolicy, RequestTasks};
+//! use afterward::{Outcome, RunIf, Runner};
 //!
 //! fn send_receipt(order: u64) {}
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let queue = TaskQueue::new();
-//! queue.add_task(send_receipt, (42,)).run_if(RunIf::Success);
-//! queue.set_outcome(Outcome::Failure); // as the adapter does after a 500
-//! assert_eq!(queue.drain().await.skipped(), 1);
+//! let runner = Runner::new();
+//! // What an adapter does for a request answered with a 500:
+//! let request = RequestTasks::new(&runner, DisconnectPolicy::Run);
+//! request.queue().add_task(send_receipt, (42,)).run_if(RunIf::Success);
+//! drop(request.respond(Outcome::from_status(500), None));
+//! runner.wait_idle().await;
+//! assert_eq!(runner.stats().skipped(), 1);
 //! # }
 //! ```
 //!
@@ -106,16 +110,21 @@
 //! order had reserved.
 //!
 //! ```
-//! use afterward::{Outcome, RunIf, TaskQueue};
+//! # use afterward::adapter::{DisconnectPolicy, RequestTasks};
+//! use afterward::{Outcome, RunIf, Runner};
 //!
 //! fn release_stock(order: u64) {}
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let queue = TaskQueue::new();
-//! queue.add_task(release_stock, (42,)).run_if(RunIf::Failure);
-//! queue.set_outcome(Outcome::Failure);
-//! assert_eq!(queue.drain().await.completed(), 1);
+//! # let runner = Runner::new();
+//! # let request = RequestTasks::new(&runner, DisconnectPolicy::Run);
+//! # let tasks = request.queue();
+//! tasks.add_task(release_stock, (42,)).run_if(RunIf::Failure);
+//! # drop(request.respond(Outcome::Failure, None));
+//! # runner.wait_idle().await;
+//! // After a failed response:
+//! assert_eq!(runner.stats().completed(), 1);
 //! # }
 //! ```
 //!
@@ -125,24 +134,30 @@
 //! a task that needs a success, or a failure, does not run on a guess.
 //!
 //! ```
-//! use afterward::{Outcome, RunIf, TaskQueue};
+//! # use afterward::adapter::{DisconnectPolicy, RequestTasks};
+//! use afterward::{Outcome, RunIf, Runner};
 //!
 //! fn audit(order: u64) {}
 //! fn send_receipt(order: u64) {}
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let queue = TaskQueue::new();
-//! queue.add_task(audit, (42,));
-//! queue.add_task(send_receipt, (42,)).run_if(RunIf::Success);
-//! queue.set_outcome(Outcome::Unknown);
-//! let report = queue.drain().await;
-//! assert_eq!((report.completed(), report.skipped()), (1, 1));
+//! # let runner = Runner::new();
+//! # let request = RequestTasks::new(&runner, DisconnectPolicy::Run);
+//! # let tasks = request.queue();
+//! tasks.add_task(audit, (42,));
+//! tasks.add_task(send_receipt, (42,)).run_if(RunIf::Success);
+//! # drop(request.respond(Outcome::Unknown, None));
+//! # runner.wait_idle().await;
+//! // After a response whose outcome is unknown:
+//! let stats = runner.stats();
+//! assert_eq!((stats.completed(), stats.skipped()), (1, 1));
 //! # }
 //! ```
 //!
 //! A queue nobody recorded an outcome for (drained directly, or handed to
-//! [`Runner::spawn`] by hand) counts as a success.
+//! [`Runner::spawn`] by hand) counts as a success. Adapters record it
+//! through the protocol in [`adapter`].
 //!
 //! The same [`QueuedTask`] names a task ([`name`](QueuedTask::name)), and
 //! gives it a dedupe [`key`](QueuedTask::key): a newer task with the same key
@@ -164,16 +179,45 @@
 //! [`task_timeout`](RunnerBuilder::task_timeout) and [`Runner::shutdown`]
 //! need its time driver (`enable_time`, or `#[tokio::main]`).
 
+//! # Where things are
+//!
+//! The files, from the bottom up: each uses only those above it in this
+//! table. The crate knows no HTTP: adapters speak to it through
+//! [`adapter`].
+//!
+//! | file | holds |
+//! |---|---|
+//! | `quiet.rs` | dropping user values without letting their panics out |
+//! | `condition.rs` | [`RunIf`] and the response's [`Outcome`] |
+//! | `counts.rs` | the outcome table: every way a task ends up counted, once |
+//! | `report.rs` | [`DrainReport`] and [`FailurePolicy`] |
+//! | `stats.rs` | the runner's counters and their [`Stats`] snapshot |
+//! | `durable/` | `DurableTask`, `Step`, chains and the backend trait (feature `durable`) |
+//! | `task/` | a queued task (one box: header and body), its name, argument capture ([`TaskFn`]), and the one way out for tasks that will not run |
+//! | `queue/` | [`TaskQueue`], its list of tasks, [`QueuedTask`], and `Host`: what a queue needs from its runner |
+//! | `drain/` | the sequential drain: running, counting and timing out tasks; sync batches; persisting durable tasks |
+//! | `runner/` | [`Runner`]: admission, workers, the backlog, shutdown, `Recorder` |
+//! | `adapter.rs` | the protocol every framework adapter follows, and [`DisconnectPolicy`] |
+//! | `axum.rs` | [`TaskQueue`] as an axum extractor (feature `axum`) |
+//!
+//! Invariants worth knowing before changing anything: a queue's lock is
+//! taken before the runner's, never the other way round; nothing
+//! user-written (a task, a destructor, a subscriber) runs under either;
+//! and every task that reaches a runner is counted in exactly one
+//! [`DrainReport`] outcome (`counts.rs`), by whoever takes it out of its
+//! queue.
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum;
 mod condition;
+mod counts;
 mod drain;
 #[cfg(feature = "durable")]
 #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 pub mod durable;
-mod job;
 mod queue;
 mod quiet;
 mod report;
@@ -181,6 +225,7 @@ mod runner;
 mod stats;
 mod task;
 
+pub use crate::adapter::DisconnectPolicy;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::MissingTaskLayer;

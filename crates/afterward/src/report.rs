@@ -1,5 +1,9 @@
 //! What a drain reports, and the failure policy that shapes it.
 
+use std::fmt;
+
+use crate::counts::{Counts, TaskOutcome};
+
 /// What a drain does after a task fails, panics or times out.
 ///
 /// The failure itself is always logged and counted; this only decides the
@@ -43,39 +47,31 @@ pub enum FailurePolicy {
 /// assert_eq!(report.total(), 3);
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
-    completed: usize,
-    failed: usize,
-    panicked: usize,
-    timed_out: usize,
-    skipped: usize,
-    abandoned: usize,
-    rejected: usize,
-    pub(crate) persisted: usize,
-    pub(crate) persist_failed: usize,
+    counts: Counts,
 }
 
 impl DrainReport {
     /// Tasks that ran to the end and returned `()` or `Ok`.
     pub fn completed(&self) -> usize {
-        self.completed
+        self.counts.get(TaskOutcome::Completed)
     }
 
     /// Tasks that returned `Err`.
     pub fn failed(&self) -> usize {
-        self.failed
+        self.counts.get(TaskOutcome::Failed)
     }
 
     /// Tasks that panicked. The panic was caught; nothing else was affected.
     pub fn panicked(&self) -> usize {
-        self.panicked
+        self.counts.get(TaskOutcome::Panicked)
     }
 
     /// Tasks that ran past the runner's task timeout: async tasks cancelled
     /// at the deadline, and sync tasks that overran it (they run to the end).
     pub fn timed_out(&self) -> usize {
-        self.timed_out
+        self.counts.get(TaskOutcome::TimedOut)
     }
 
     /// Tasks not run on purpose: an earlier task failed under
@@ -83,21 +79,21 @@ impl DrainReport {
     /// [`Runner::skip`](crate::Runner::skip), or the task's run condition
     /// ([`RunIf`](crate::RunIf)) did not hold.
     pub fn skipped(&self) -> usize {
-        self.skipped
+        self.counts.get(TaskOutcome::Skipped)
     }
 
     /// Tasks given up on because the drain was cancelled: by
     /// [`Runner::shutdown`](crate::Runner::shutdown) at its deadline, or by
     /// the runtime shutting down.
     pub fn abandoned(&self) -> usize {
-        self.abandoned
+        self.counts.get(TaskOutcome::Abandoned)
     }
 
     /// Tasks the runner refused to take: its backlog was full (see
     /// [`max_backlog`](crate::RunnerBuilder::max_backlog)), it had already
     /// shut down, or its runtime was gone.
     pub fn rejected(&self) -> usize {
-        self.rejected
+        self.counts.get(TaskOutcome::Rejected)
     }
 
     /// Durable tasks handed to the runner's durable backend, which stored
@@ -105,7 +101,7 @@ impl DrainReport {
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persisted(&self) -> usize {
-        self.persisted
+        self.counts.get(TaskOutcome::Persisted)
     }
 
     /// Durable tasks whose hand-off to the durable backend failed: the
@@ -114,44 +110,27 @@ impl DrainReport {
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persist_failed(&self) -> usize {
-        self.persist_failed
+        self.counts.get(TaskOutcome::PersistFailed)
     }
 
     /// All the tasks the drain took from its queue: the sum of the others.
     pub fn total(&self) -> usize {
-        self.completed
-            + self.failed
-            + self.panicked
-            + self.timed_out
-            + self.skipped
-            + self.abandoned
-            + self.rejected
-            + self.persisted
-            + self.persist_failed
+        self.counts.total()
     }
 
-    pub(crate) fn add(&mut self, kind: Kind, n: usize) {
-        *match kind {
-            Kind::Completed => &mut self.completed,
-            Kind::Failed => &mut self.failed,
-            Kind::Panicked => &mut self.panicked,
-            Kind::TimedOut => &mut self.timed_out,
-            Kind::Skipped => &mut self.skipped,
-            Kind::Abandoned => &mut self.abandoned,
-            Kind::Rejected => &mut self.rejected,
-            Kind::Persisted => &mut self.persisted,
-            Kind::PersistFailed => &mut self.persist_failed,
-        } += n;
+    #[inline]
+    pub(crate) fn add(&mut self, outcome: TaskOutcome, n: usize) {
+        self.counts.add(outcome, n);
     }
 
-    pub(crate) fn of(kind: Kind, n: usize) -> DrainReport {
-        let mut report = DrainReport::default();
-        report.add(kind, n);
-        report
+    pub(crate) fn of(outcome: TaskOutcome, n: usize) -> DrainReport {
+        DrainReport {
+            counts: Counts::of(outcome, n),
+        }
     }
 }
 
-/// Adds two reports field by field, as when a request's queue and its
+/// Adds two reports outcome by outcome, as when a request's queue and its
 /// response's queue are reported as one.
 impl std::ops::Add for DrainReport {
     type Output = DrainReport;
@@ -164,30 +143,12 @@ impl std::ops::Add for DrainReport {
 
 impl std::ops::AddAssign for DrainReport {
     fn add_assign(&mut self, other: DrainReport) {
-        self.completed += other.completed;
-        self.failed += other.failed;
-        self.panicked += other.panicked;
-        self.timed_out += other.timed_out;
-        self.skipped += other.skipped;
-        self.abandoned += other.abandoned;
-        self.rejected += other.rejected;
-        self.persisted += other.persisted;
-        self.persist_failed += other.persist_failed;
+        self.counts += other.counts;
     }
 }
 
-/// The one way a task that reached a runner ends up counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Completed,
-    Failed,
-    Panicked,
-    TimedOut,
-    Skipped,
-    Abandoned,
-    Rejected,
-    /// Handed to the durable backend, which stored it.
-    Persisted,
-    /// Its hand-off to the durable backend failed.
-    PersistFailed,
+impl fmt::Debug for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.counts.debug_struct(f, "DrainReport").finish()
+    }
 }

@@ -1,12 +1,13 @@
 //! The runner's counters, written by drains and by the runner, and the
 //! [`Stats`] snapshot users read.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::report::{DrainReport, Kind};
+use crate::counts::{Counts, TaskOutcome};
 
 /// Every task that reaches a runner is counted once in `received` and, in
-/// the end, once in exactly one of the outcome counters.
+/// the end, once in exactly one outcome.
 ///
 /// Outcomes are counted before the drain that owns the task can end, so a
 /// caller that has seen the drain end (through `wait_idle`, `shutdown` or a
@@ -14,15 +15,7 @@ use crate::report::{DrainReport, Kind};
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     received: AtomicUsize,
-    completed: AtomicUsize,
-    failed: AtomicUsize,
-    panicked: AtomicUsize,
-    timed_out: AtomicUsize,
-    skipped: AtomicUsize,
-    abandoned: AtomicUsize,
-    rejected: AtomicUsize,
-    persisted: AtomicUsize,
-    persist_failed: AtomicUsize,
+    outcomes: [AtomicUsize; TaskOutcome::ALL.len()],
 }
 
 impl Counters {
@@ -32,71 +25,48 @@ impl Counters {
         }
     }
 
-    pub(crate) fn count(&self, kind: Kind, n: usize) {
-        if n == 0 {
-            return;
+    pub(crate) fn count(&self, outcome: TaskOutcome, n: usize) {
+        if n > 0 {
+            self.outcomes[outcome as usize].fetch_add(n, Relaxed);
         }
-        match kind {
-            Kind::Completed => &self.completed,
-            Kind::Failed => &self.failed,
-            Kind::Panicked => &self.panicked,
-            Kind::TimedOut => &self.timed_out,
-            Kind::Skipped => &self.skipped,
-            Kind::Abandoned => &self.abandoned,
-            Kind::Rejected => &self.rejected,
-            Kind::Persisted => &self.persisted,
-            Kind::PersistFailed => &self.persist_failed,
-        }
-        .fetch_add(n, Relaxed);
     }
 
     /// Adds a drain's counts.
-    pub(crate) fn add(&self, report: &DrainReport) {
-        self.count(Kind::Completed, report.completed());
-        self.count(Kind::Failed, report.failed());
-        self.count(Kind::Panicked, report.panicked());
-        self.count(Kind::TimedOut, report.timed_out());
-        self.count(Kind::Skipped, report.skipped());
-        self.count(Kind::Abandoned, report.abandoned());
-        self.count(Kind::Rejected, report.rejected());
-        self.count(Kind::Persisted, report.persisted);
-        self.count(Kind::PersistFailed, report.persist_failed);
+    pub(crate) fn add(&self, counts: &Counts) {
+        for (outcome, n) in counts.iter() {
+            self.count(outcome, n);
+        }
     }
 
     /// Counts tasks that arrive and are settled in one step: skipped,
     /// abandoned or rejected without running.
-    pub(crate) fn received_and(&self, kind: Kind, n: usize) {
+    pub(crate) fn received_and(&self, outcome: TaskOutcome, n: usize) {
         self.received(n);
-        self.count(kind, n);
+        self.count(outcome, n);
+    }
+
+    fn outcomes(&self) -> Counts {
+        let mut counts = Counts::default();
+        for outcome in TaskOutcome::ALL {
+            counts.add(outcome, self.outcomes[outcome as usize].load(Relaxed));
+        }
+        counts
     }
 
     /// Tasks received and not yet counted in an outcome: waiting, or
     /// running. Read without a lock, so only an estimate while tasks move.
     pub(crate) fn outstanding(&self) -> usize {
-        let settled = self.completed.load(Relaxed)
-            + self.failed.load(Relaxed)
-            + self.panicked.load(Relaxed)
-            + self.timed_out.load(Relaxed)
-            + self.skipped.load(Relaxed)
-            + self.abandoned.load(Relaxed)
-            + self.rejected.load(Relaxed)
-            + self.persisted.load(Relaxed)
-            + self.persist_failed.load(Relaxed);
+        let settled = self.outcomes().total();
         self.received.load(Relaxed).saturating_sub(settled)
     }
 
     pub(crate) fn snapshot(&self, drains_running: usize, drains_waiting: usize) -> Stats {
+        // Outcomes first: read the other way round, a task counted in
+        // between would show as counted and not received.
+        let outcomes = self.outcomes();
         Stats {
             tasks_received: self.received.load(Relaxed),
-            completed: self.completed.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            panicked: self.panicked.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-            skipped: self.skipped.load(Relaxed),
-            abandoned: self.abandoned.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            persisted: self.persisted.load(Relaxed),
-            persist_failed: self.persist_failed.load(Relaxed),
+            outcomes,
             drains_running,
             drains_waiting,
         }
@@ -110,18 +80,10 @@ impl Counters {
 /// `tasks_received()` equals [`accounted()`](Stats::accounted), the sum of
 /// the outcome counters; while drains run, the difference is the tasks
 /// waiting or running.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     tasks_received: usize,
-    completed: usize,
-    failed: usize,
-    panicked: usize,
-    timed_out: usize,
-    skipped: usize,
-    abandoned: usize,
-    rejected: usize,
-    persisted: usize,
-    persist_failed: usize,
+    outcomes: Counts,
     drains_running: usize,
     drains_waiting: usize,
 }
@@ -135,22 +97,22 @@ impl Stats {
 
     /// Tasks that ran to the end and returned `()` or `Ok`.
     pub fn completed(&self) -> usize {
-        self.completed
+        self.outcomes.get(TaskOutcome::Completed)
     }
 
     /// Tasks that returned `Err`.
     pub fn failed(&self) -> usize {
-        self.failed
+        self.outcomes.get(TaskOutcome::Failed)
     }
 
     /// Tasks that panicked.
     pub fn panicked(&self) -> usize {
-        self.panicked
+        self.outcomes.get(TaskOutcome::Panicked)
     }
 
     /// Tasks that ran past the task timeout.
     pub fn timed_out(&self) -> usize {
-        self.timed_out
+        self.outcomes.get(TaskOutcome::TimedOut)
     }
 
     /// Tasks not run on purpose: after an earlier failure under
@@ -161,7 +123,7 @@ impl Stats {
     /// hand-off by [`TaskQueue::forget`](crate::TaskQueue::forget) or by a
     /// newer task with the same key.
     pub fn skipped(&self) -> usize {
-        self.skipped
+        self.outcomes.get(TaskOutcome::Skipped)
     }
 
     /// Tasks given up on by a shutdown at its deadline, or because the
@@ -172,7 +134,7 @@ impl Stats {
     /// before its shutdown; every abandoned task is logged with its name
     /// either way.
     pub fn abandoned(&self) -> usize {
-        self.abandoned
+        self.outcomes.get(TaskOutcome::Abandoned)
     }
 
     /// Tasks refused at the door: handed to the runner while its backlog
@@ -180,7 +142,7 @@ impl Stats {
     /// after its shutdown returned, or after its runtime was gone. Each was
     /// logged with its name when it was refused.
     pub fn rejected(&self) -> usize {
-        self.rejected
+        self.outcomes.get(TaskOutcome::Rejected)
     }
 
     /// Durable tasks handed to the runner's durable backend, which stored
@@ -188,7 +150,7 @@ impl Stats {
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persisted(&self) -> usize {
-        self.persisted
+        self.outcomes.get(TaskOutcome::Persisted)
     }
 
     /// Durable tasks whose hand-off to the durable backend failed (the
@@ -197,7 +159,7 @@ impl Stats {
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persist_failed(&self) -> usize {
-        self.persist_failed
+        self.outcomes.get(TaskOutcome::PersistFailed)
     }
 
     /// Drains running now.
@@ -216,14 +178,19 @@ impl Stats {
     /// [`tasks_received`](Stats::tasks_received) once the runner is idle or
     /// shut down.
     pub fn accounted(&self) -> usize {
-        self.completed
-            + self.failed
-            + self.panicked
-            + self.timed_out
-            + self.skipped
-            + self.abandoned
-            + self.rejected
-            + self.persisted
-            + self.persist_failed
+        self.outcomes.total()
+    }
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Stats");
+        s.field("tasks_received", &self.tasks_received);
+        for (outcome, n) in self.outcomes.iter() {
+            s.field(outcome.label(), &n);
+        }
+        s.field("drains_running", &self.drains_running)
+            .field("drains_waiting", &self.drains_waiting)
+            .finish()
     }
 }

@@ -320,7 +320,7 @@ async fn a_skipped_queue_and_unmet_conditions_store_nothing() {
     assert_eq!(report.skipped(), 1);
 
     let queue = TaskQueue::new();
-    queue.set_outcome(Outcome::Failure);
+    afterward::adapter::set_outcome(&queue, Outcome::Failure);
     queue.add_durable(mark("sk-2")).run_if(RunIf::Success);
     queue.add_durable(mark("sk-3")).run_if(RunIf::Failure);
     let report = runner.spawn(queue).await;

@@ -68,7 +68,7 @@ async fn conditions_follow_the_outcome_and_a_queue_without_one_succeeded() {
         record(&log, &queue, "on success").run_if(RunIf::Success);
         record(&log, &queue, "on failure").run_if(RunIf::Failure);
         if let Some(outcome) = outcome {
-            queue.set_outcome(outcome);
+            afterward::adapter::set_outcome(&queue, outcome);
         }
         let report = runner.spawn(queue).await;
         assert_eq!(*log.lock().unwrap(), ran, "{outcome:?}");
@@ -97,7 +97,7 @@ async fn conditions_hold_for_sync_and_async_tasks_alike() {
         .run_if(RunIf::Failure);
     record(&log, &queue, "sync receipt").run_if(RunIf::Success);
     record(&log, &queue, "sync refund").run_if(RunIf::Failure);
-    queue.set_outcome(Outcome::Failure);
+    afterward::adapter::set_outcome(&queue, Outcome::Failure);
     let report = runner.spawn(queue).await;
     assert_eq!(*log.lock().unwrap(), ["async refund", "sync refund"]);
     assert_eq!((report.completed(), report.skipped()), (2, 1));
@@ -113,7 +113,7 @@ async fn a_skipped_condition_is_logged_with_its_reason() {
         .add_task(|| (), ())
         .name("receipt")
         .run_if(RunIf::Success);
-    queue.set_outcome(Outcome::Failure);
+    afterward::adapter::set_outcome(&queue, Outcome::Failure);
     assert_eq!(queue.drain().await.skipped(), 1);
     let line = capture.line_with("background task skipped");
     assert!(line.contains(r#"task="receipt""#), "{line}");

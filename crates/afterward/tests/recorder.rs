@@ -24,7 +24,7 @@ async fn kept_queues_run_in_hand_off_order_only_when_asked() {
         }
         recorder.runner().spawn(queue);
     }
-    assert_eq!(recorder.queues(), 2);
+    assert_eq!(recorder.queue_count(), 2);
     assert_eq!(recorder.queued(), ["0a", "0b", "1a", "1b"]);
     // Kept queues are received but have not run.
     let stats = recorder.runner().stats();
@@ -34,7 +34,7 @@ async fn kept_queues_run_in_hand_off_order_only_when_asked() {
     let report = recorder.run().await;
     assert_eq!(report.completed(), 4);
     assert_eq!(*ran.lock().unwrap(), ["0a", "0b", "1a", "1b"]);
-    assert_eq!(recorder.queues(), 0);
+    assert_eq!(recorder.queue_count(), 0);
     let stats = recorder.runner().stats();
     assert_eq!(stats.completed(), 4);
     assert_eq!(stats.tasks_received(), stats.accounted());
@@ -84,7 +84,7 @@ async fn shutdown_abandons_and_names_the_queues_never_run() {
     let report = recorder.runner().shutdown(Duration::from_secs(5)).await;
     assert_eq!(report.abandoned_tasks(), ["send_welcome_email"]);
     assert_eq!(recorder.runner().stats().abandoned(), 1);
-    assert_eq!(recorder.queues(), 0);
+    assert_eq!(recorder.queue_count(), 0);
     assert_eq!(recorder.run().await.total(), 0);
     assert_eq!(ran.load(SeqCst), 0);
 }

@@ -1,15 +1,19 @@
 //! Sync batches: runs of consecutive sync tasks, sent to the blocking pool
 //! in one trip.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use tracing::{Dispatch, Span};
 
-use super::run::{Ran, run_sync, task_span};
-use super::{Ctx, release, skipped};
-use crate::job::TaskName;
-use crate::queue::{Fate, Inner};
-use crate::report::{FailurePolicy, Kind};
+use super::ctx::Ctx;
+use super::front::{Front, look_at_front, take_front};
+use super::lanes::Lanes;
+use super::run::{Ran, in_span, run_sync, task_span};
+use crate::counts::TaskOutcome;
+use crate::queue::Inner;
+use crate::quiet::take_message;
+use crate::task::{TaskName, Why, settle};
 
 /// A run of consecutive sync tasks, sent to the blocking pool in one trip.
 ///
@@ -34,38 +38,37 @@ impl Batch {
         loop {
             let task = {
                 let mut state = self.queue.lock();
-                if state.cancelled
-                    || (state.failed && self.ctx.policy == FailurePolicy::StopQueue)
-                    || (!self.ctx.for_runner && state.fate != Fate::Open)
+                if state.drain.cancelled
+                    || self.ctx.stops(state.drain.failed)
+                    || self.ctx.lost(&state)
                 {
                     return;
                 }
-                match state.tasks.pop_front() {
-                    Some(task) if task.is_sync() => {
-                        state.forget_if_emptied();
-                        if let Some(why) = task.info().run_if.refuses(state.outcome) {
-                            state.report.add(Kind::Skipped, 1);
-                            if let Some(host) = &self.ctx.host {
-                                host.counters().count(Kind::Skipped, 1);
-                            }
-                            drop(state);
-                            skipped(task, why);
-                            continue;
-                        }
-                        state.in_flight = Some((task.name(), task.position()));
+                match look_at_front(&mut state) {
+                    Front::Sync => {
+                        let Some(task) = take_front(&mut state) else {
+                            return;
+                        };
+                        state.drain.in_flight = Some((task.name(), task.position()));
                         task
                     }
-                    Some(task) => {
-                        state.tasks.push_front(task);
-                        return;
+                    Front::Unmet(task, why) => {
+                        state.drain.report.add(TaskOutcome::Skipped, 1);
+                        if let Some(host) = &self.ctx.host {
+                            host.counters().count(TaskOutcome::Skipped, 1);
+                        }
+                        drop(state);
+                        settle([task], Why::Unmet(why));
+                        continue;
                     }
-                    None => return,
+                    // An async task is the drain's to run.
+                    Front::Async | Front::Empty => return,
                 }
             };
             let span = task_span(&task);
             let name = task.name();
-            let ran = span.in_scope(|| run_sync(task, self.ctx.timeout));
-            if !self.finish(&span, name, &ran) {
+            let ran = in_span(span.as_ref(), || run_sync(task, self.ctx.timeout));
+            if !self.finish(span.as_ref(), name, &ran) {
                 return;
             }
         }
@@ -76,13 +79,13 @@ impl Batch {
     ///
     /// The count reaches the runner while the queue is locked, so the drain,
     /// which takes that lock to end, cannot end before it.
-    fn finish(&self, span: &Span, name: TaskName, ran: &Ran) -> bool {
-        let kind = ran.kind();
+    fn finish(&self, span: Option<&Span>, name: TaskName, ran: &Ran) -> bool {
+        let outcome = ran.outcome();
         {
             let mut state = self.queue.lock();
-            if state.in_flight.take().is_none() {
+            if state.drain.in_flight.take().is_none() {
                 drop(state);
-                span.in_scope(|| {
+                in_span(span, || {
                     tracing::warn!(
                         task = name.short(),
                         result = %ran.summary(),
@@ -91,24 +94,47 @@ impl Batch {
                 });
                 return false;
             }
-            state.report.add(kind, 1);
-            if kind != Kind::Completed {
-                state.failed = true;
+            state.drain.report.add(outcome, 1);
+            if outcome != TaskOutcome::Completed {
+                state.drain.failed = true;
             }
             if let Some(host) = &self.ctx.host {
-                host.counters().count(kind, 1);
+                host.counters().count(outcome, 1);
             }
         }
         if let Some(host) = &self.ctx.host {
             host.made_room();
         }
-        span.in_scope(|| ran.log(name));
+        in_span(span, || ran.log(&name));
         true
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        release(&self.queue);
+        self.queue.release();
+    }
+}
+
+/// Runs a sync batch on the runner's lanes, or on the blocking pool for a
+/// direct drain. `Err(Some(message))` if it panicked outside its tasks,
+/// `Err(None)` if it was dropped unrun.
+pub(super) async fn run_batch(
+    batch: Batch,
+    lanes: Option<&Arc<Lanes>>,
+) -> Result<(), Option<String>> {
+    let Some(lanes) = lanes else {
+        return tokio::task::spawn_blocking(move || batch.run())
+            .await
+            .map_err(|error| error.try_into_panic().ok().map(take_message));
+    };
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    lanes.run(Box::new(move || {
+        let ran = catch_unwind(AssertUnwindSafe(move || batch.run()));
+        let _ = done_tx.send(ran.map_err(take_message));
+    }));
+    match done.await {
+        Ok(ran) => ran.map_err(Some),
+        Err(_) => Err(None),
     }
 }

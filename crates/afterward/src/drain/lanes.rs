@@ -22,21 +22,23 @@ use tokio::task::AbortHandle;
 const IDLE: Duration = Duration::from_millis(50);
 
 /// A batch, and what tells its drain that it has run.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Work = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct Lanes {
     handle: Handle,
     max: usize,
-    state: Mutex<State>,
-    work: Condvar,
+    pool: Mutex<Pool>,
+    /// Woken when work arrives, or when the lanes are released or closed.
+    ready: Condvar,
     /// The task that closes the lanes when the runtime shuts down; ended
     /// when the lanes are dropped, so a runner leaves no task behind.
     closer: Mutex<Option<AbortHandle>>,
 }
 
+/// The lanes' shared bookkeeping.
 #[derive(Default)]
-struct State {
-    jobs: VecDeque<Job>,
+struct Pool {
+    work: VecDeque<Work>,
     lanes: usize,
     idle: usize,
     /// The runtime is shutting down: nothing more runs.
@@ -51,8 +53,8 @@ impl Lanes {
         let lanes = Arc::new(Lanes {
             handle,
             max,
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
+            pool: Mutex::new(Pool::default()),
+            ready: Condvar::new(),
             closer: Mutex::new(None),
         });
         // Idle lanes wait on a condition variable that a runtime shutting
@@ -68,24 +70,24 @@ impl Lanes {
         lanes
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `job` on a lane, starting one if every lane is busy and there
-    /// are fewer than the maximum. Once the runtime is shutting down the job
+    /// Runs `work` on a lane, starting one if every lane is busy and there
+    /// are fewer than the maximum. Once the runtime is shutting down the work
     /// is dropped unrun, which its drain sees.
-    pub(crate) fn run(self: &Arc<Self>, job: Job) {
+    pub(crate) fn run(self: &Arc<Self>, work: Work) {
         let mut state = self.lock();
         if state.closed {
             drop(state);
-            drop(job);
+            drop(work);
             return;
         }
-        state.jobs.push_back(job);
-        if state.idle >= state.jobs.len() {
+        state.work.push_back(work);
+        if state.idle >= state.work.len() {
             drop(state);
-            self.work.notify_one();
+            self.ready.notify_one();
         } else if state.lanes < self.max {
             state.lanes += 1;
             drop(state);
@@ -101,17 +103,17 @@ impl Lanes {
     /// Sends idle lanes away, and has busy ones end once idle.
     pub(crate) fn release(&self) {
         self.lock().released = true;
-        self.work.notify_all();
+        self.ready.notify_all();
     }
 
     fn close(&self) {
-        let jobs = {
+        let work = {
             let mut state = self.lock();
             state.closed = true;
-            std::mem::take(&mut state.jobs)
+            std::mem::take(&mut state.work)
         };
-        self.work.notify_all();
-        drop(jobs);
+        self.ready.notify_all();
+        drop(work);
     }
 }
 
@@ -127,11 +129,11 @@ impl Lane {
         self.started = true;
         let lanes = &self.lanes;
         loop {
-            let job = {
+            let work = {
                 let mut state = lanes.lock();
                 loop {
-                    if let Some(job) = state.jobs.pop_front() {
-                        break job;
+                    if let Some(work) = state.work.pop_front() {
+                        break work;
                     }
                     if state.closed || state.released {
                         state.lanes -= 1;
@@ -139,18 +141,18 @@ impl Lane {
                     }
                     state.idle += 1;
                     let (next, waited) = lanes
-                        .work
+                        .ready
                         .wait_timeout(state, IDLE)
                         .unwrap_or_else(PoisonError::into_inner);
                     state = next;
                     state.idle -= 1;
-                    if waited.timed_out() && state.jobs.is_empty() {
+                    if waited.timed_out() && state.work.is_empty() {
                         state.lanes -= 1;
                         return;
                     }
                 }
             };
-            job();
+            work();
         }
     }
 }

@@ -1,67 +1,77 @@
 //! The sequential drain: one task after another, each isolated, each
 //! counted exactly once.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `ctx.rs` | the settings a drain runs with, and the runner it reports to |
+//! | `front.rs` | what a drain takes next: the one check of a task's run condition |
+//! | `run.rs` | running one task: its panics caught, its timeout, how it ended |
+//! | `tally.rs` | a drain's counts, published to the runner in batches |
+//! | `lanes.rs` | the blocking threads a runner's sync tasks run on |
+//! | `batch.rs` | runs of consecutive sync tasks, sent to a lane in one trip |
+//! | `persist.rs` | a queue's durable tasks handed to the backend as one chain |
+//! | `mod.rs` | `Drain`: the loop that picks the next task, and its end |
+//! | `direct.rs` | `TaskQueue::drain`: a drain without a runner |
 
 mod batch;
+mod ctx;
+mod direct;
+mod front;
 mod lanes;
 #[cfg(feature = "durable")]
 mod persist;
 mod run;
+mod tally;
 
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use std::{fmt, mem};
 
 use tokio::time::{Instant, Sleep};
-use tracing::Dispatch;
+use tracing::{Dispatch, Span};
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use self::batch::Batch;
+use self::batch::{Batch, run_batch};
+pub(crate) use self::ctx::Ctx;
+use self::front::{Front, look_at_front, take_front};
 pub(crate) use self::lanes::Lanes;
-use self::run::{Guarded, RunAsync, Tally, task_span};
-use crate::job::{Task, TaskName};
-use crate::queue::{Fate, Host, Inner};
-use crate::quiet::take_message;
-use crate::report::{DrainReport, FailurePolicy, Kind};
+use self::run::{Ran, RunAsync, in_span, task_span};
+use self::tally::Tally;
+use crate::counts::TaskOutcome;
+use crate::queue::{Fate, Inner, State};
+use crate::report::DrainReport;
+use crate::task::{Task, TaskName, Why, log_unrun, settle};
 
-/// The settings a drain runs with, and the runner it reports to, if any.
-#[derive(Clone)]
-pub(crate) struct Ctx {
-    pub(crate) policy: FailurePolicy,
-    pub(crate) timeout: Option<Duration>,
-    /// The runner that counts this drain's tasks.
-    pub(crate) host: Option<Arc<dyn Host>>,
-    /// A runner's drain: when it ends, the queue is no longer scheduled, and
-    /// when it is cancelled, every task still queued is abandoned.
-    pub(crate) for_runner: bool,
-    /// Where a runner's sync batches run; a direct drain uses
-    /// `spawn_blocking`.
-    pub(crate) lanes: Option<Arc<Lanes>>,
-    /// Where a runner's durable tasks go; without one they run here.
-    #[cfg(feature = "durable")]
-    pub(crate) durable: Option<Arc<dyn crate::durable::DurableBackend>>,
+/// The task timeout's timer, reset for the next task: made at the first
+/// task that needs it, then reused.
+#[inline]
+fn timer<'a>(
+    ctx: &Ctx,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+) -> Option<(Duration, Pin<&'a mut Sleep>)> {
+    let limit = ctx.timeout?;
+    let deadline = Instant::now() + limit;
+    let timer = match timer {
+        Some(timer) => {
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    Some((limit, timer.as_mut()))
 }
 
-impl Ctx {
-    /// The default policy of [`TaskQueue::drain`](crate::TaskQueue::drain).
-    pub(crate) fn direct() -> Ctx {
-        Ctx {
-            policy: FailurePolicy::Continue,
-            timeout: None,
-            host: None,
-            for_runner: false,
-            lanes: None,
-            #[cfg(feature = "durable")]
-            durable: None,
-        }
-    }
-
-    fn count(&self, kind: Kind, n: usize) {
-        if let Some(host) = &self.host {
-            host.counters().count(kind, n);
-        }
-    }
+/// Where a drain is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not yet holding the queue's drain lock.
+    Waiting,
+    /// Holding it, running tasks.
+    Running,
+    /// Holding it, and ran to the end of the queue.
+    Done,
+    /// Closed: the lock let go and the report made.
+    Closed,
 }
 
 /// One drain of one queue.
@@ -73,33 +83,105 @@ impl Ctx {
 pub(crate) struct Drain {
     queue: Arc<Inner>,
     ctx: Ctx,
-    /// Whether this drain holds the queue's drain lock.
-    holding: bool,
-    /// Whether `run` got to the end.
-    done: bool,
-    closed: bool,
+    phase: Phase,
+    /// Kept apart from `queue`, so it can change while the queue is locked.
+    progress: Progress,
+    /// The timer of the task timeout, made at the first task that needs it
+    /// and reset for each one after.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Async tasks run since the drain last yielded on purpose.
+    streak: u32,
+}
+
+/// What a drain has done with its own tasks so far.
+struct Progress {
     /// What this drain counted itself: its async tasks and skips. Sync
     /// batches count into the queue's shared state instead, since they run
     /// on another thread and may outlive the drain.
     report: DrainReport,
+    /// This drain's own counts not yet published to the runner.
+    tally: Tally,
     /// The async task being awaited now. Only this drain finishes or
     /// abandons it, never both, so it needs no lock.
     in_flight: Option<(TaskName, usize)>,
     /// Whether one of this drain's own tasks failed, for `StopQueue`.
     failed: bool,
-    /// The timer of the task timeout, made at the first task that needs it
-    /// and reset for each one after.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// This drain's own counts not yet published to the runner.
-    tally: Tally,
-    /// Async tasks run since the drain last yielded on purpose.
-    streak: u32,
     /// The durable hand-off's state.
     handoff: Handoff,
 }
 
+impl Progress {
+    /// Counts and logs the async task in flight, which ended as `ran`.
+    #[inline]
+    fn ran(&mut self, ran: Ran, span: Option<&Span>) {
+        let Some((name, _)) = self.in_flight.take() else {
+            return;
+        };
+        if let Ran::Completed = ran {
+            // The usual case, without `Ran`'s destructor.
+            self.count(TaskOutcome::Completed, 1);
+            return in_span(span, || Ran::log_completed(&name));
+        }
+        let outcome = ran.outcome();
+        self.failed = true;
+        self.count(outcome, 1);
+        in_span(span, || ran.log(&name));
+    }
+
+    fn count(&mut self, outcome: TaskOutcome, n: usize) {
+        self.report.add(outcome, n);
+        self.tally.add(outcome, n);
+    }
+
+    /// Decides, under the queue's lock, what the drain does next; `None`
+    /// when it is done. Tasks that will not run are counted here.
+    fn next(&mut self, ctx: &Ctx, state: &mut State) -> Option<Next> {
+        if ctx.lost(state) {
+            return None;
+        }
+        if ctx.stops(self.failed || state.drain.failed) && !state.tasks.is_empty() {
+            let skipped = state.tasks.take_all();
+            state.forget_if_emptied();
+            self.count(TaskOutcome::Skipped, skipped.len());
+            return Some(Next::Unrun(Box::new((skipped, Why::EarlierFailed))));
+        }
+        if let Some((tasks, _outcome)) = durable_next(ctx, &mut self.handoff, state) {
+            #[cfg(feature = "durable")]
+            return Some(Next::Persist(Box::new((tasks, _outcome))));
+            #[cfg(not(feature = "durable"))]
+            drop(tasks);
+        }
+        match look_at_front(state) {
+            Front::Empty => {
+                // Decided under the lock that tasks arrive under: a task
+                // added from now on starts a new drain.
+                if let (true, Fate::Run { scheduled }) = (ctx.for_runner(), &mut state.owner.fate) {
+                    *scheduled = false;
+                }
+                None
+            }
+            Front::Unmet(task, why) => {
+                self.count(TaskOutcome::Skipped, 1);
+                Some(Next::Unrun(Box::new((vec![task], Why::Unmet(why)))))
+            }
+            Front::Sync => {
+                // The batch takes the task from the queue itself, and must
+                // see this drain's failures too.
+                state.drain.holders += 1;
+                state.drain.failed |= self.failed;
+                Some(Next::Sync)
+            }
+            Front::Async => {
+                let task = take_front(state)?;
+                self.in_flight = Some((task.name(), task.position()));
+                Some(Next::Async(task))
+            }
+        }
+    }
+}
+
 #[cfg(feature = "durable")]
-use self::persist::{Handoff, durable_step};
+use self::persist::{Handoff, durable_next, persist};
 
 /// Without the `durable` feature, there is no hand-off.
 #[cfg(not(feature = "durable"))]
@@ -107,7 +189,14 @@ use self::persist::{Handoff, durable_step};
 struct Handoff;
 
 #[cfg(not(feature = "durable"))]
-fn durable_step(_: &Ctx, _: &mut Handoff, _: &mut crate::queue::State) -> Option<Step> {
+impl Handoff {
+    fn abandon(&mut self) -> Vec<Task> {
+        Vec::new()
+    }
+}
+
+#[cfg(not(feature = "durable"))]
+fn durable_next(_: &Ctx, _: &mut Handoff, _: &mut State) -> Option<(Vec<Task>, crate::Outcome)> {
     None
 }
 
@@ -116,35 +205,43 @@ fn durable_step(_: &Ctx, _: &mut Handoff, _: &mut crate::queue::State) -> Option
 /// drain hold a worker thread. Tokio's own cooperative budget is 128.
 const STREAK: u32 = 128;
 
-enum Step {
+/// What a drain does next.
+enum Next {
     Async(Task),
     Sync,
-    Skip(Vec<Task>),
-    /// A task whose run condition does not hold, and why.
-    Unmet(Task, &'static str),
-    /// Durable tasks for the backend, and those whose run condition does
-    /// not hold.
+    /// Tasks that will not run, counted already. Rare, so boxed: a drain
+    /// moves a `Next` for every task.
+    Unrun(Box<(Vec<Task>, Why<'static>)>),
+    /// Durable tasks for the backend, and the outcome their run conditions
+    /// are checked against.
     #[cfg(feature = "durable")]
-    Persist(Vec<Task>, Vec<(Task, &'static str)>),
+    Persist(Box<(Vec<Task>, crate::Outcome)>),
 }
 
 impl Drain {
     pub(crate) fn new(queue: Arc<Inner>, ctx: Ctx) -> Drain {
-        let tally = Tally::new(ctx.host.clone());
+        let progress = Progress {
+            report: DrainReport::default(),
+            tally: Tally::new(ctx.host.clone()),
+            in_flight: None,
+            failed: false,
+            handoff: Handoff::default(),
+        };
         Drain {
             queue,
             ctx,
-            holding: false,
-            done: false,
-            closed: false,
-            report: DrainReport::default(),
-            in_flight: None,
-            failed: false,
+            phase: Phase::Waiting,
+            progress,
             timer: None,
-            tally,
             streak: 0,
-            handoff: Handoff::default(),
         }
+    }
+
+    /// Runs `queue` to its end and returns the report.
+    pub(crate) async fn complete(queue: Arc<Inner>, ctx: Ctx) -> DrainReport {
+        let mut drain = Drain::new(queue, ctx);
+        drain.run().await;
+        drain.close()
     }
 
     pub(crate) fn queue(&self) -> &Inner {
@@ -178,15 +275,14 @@ impl Drain {
 
     fn try_acquire(&mut self) -> bool {
         let mut state = self.queue.lock();
-        if state.holders != 0 {
+        if state.drain.holders != 0 {
             return false;
         }
-        state.holders = 1;
-        state.in_flight = None;
-        state.cancelled = false;
-        state.failed = false;
-        state.report = DrainReport::default();
-        self.holding = true;
+        state.drain = crate::queue::DrainLock {
+            holders: 1,
+            ..Default::default()
+        };
+        self.phase = Phase::Running;
         true
     }
 
@@ -194,76 +290,35 @@ impl Drain {
     pub(crate) async fn run(&mut self) {
         self.acquire().await;
         loop {
-            let step = {
+            let next = {
                 let mut state = self.queue.lock();
-                if !self.ctx.for_runner && state.fate != Fate::Open {
-                    // A direct drain of a queue that was handed to a runner
-                    // meanwhile: the runner counted the tasks left and runs
-                    // them, once this drain lets go.
-                    self.done = true;
-                    break;
-                }
-                if (self.failed || state.failed)
-                    && self.ctx.policy == FailurePolicy::StopQueue
-                    && !state.tasks.is_empty()
-                {
-                    let skipped: Vec<Task> = state.tasks.take_all();
-                    self.report.add(Kind::Skipped, skipped.len());
-                    self.tally.add(Kind::Skipped, skipped.len());
-                    Step::Skip(skipped)
-                } else if let Some(step) = durable_step(&self.ctx, &mut self.handoff, &mut state) {
-                    step
-                } else {
-                    let next = state.tasks.pop_front();
-                    let unmet = next
-                        .as_ref()
-                        .and_then(|task| task.info().run_if.refuses(state.outcome));
-                    match next {
-                        Some(task) if unmet.is_some() => {
-                            state.forget_if_emptied();
-                            self.report.add(Kind::Skipped, 1);
-                            self.tally.add(Kind::Skipped, 1);
-                            Step::Unmet(task, unmet.unwrap_or_default())
-                        }
-                        None => {
-                            // Decided under the lock that tasks arrive under:
-                            // a task added from now on starts a new drain.
-                            if self.ctx.for_runner {
-                                if let Fate::Run { scheduled } = &mut state.fate {
-                                    *scheduled = false;
-                                }
-                            }
-                            self.done = true;
-                            break;
-                        }
-                        Some(task) if task.is_sync() => {
-                            // The batch takes it from the queue itself.
-                            state.tasks.push_front(task);
-                            state.holders += 1;
-                            // The batch must see this drain's failures too.
-                            state.failed |= self.failed;
-                            Step::Sync
-                        }
-                        Some(task) => {
-                            state.forget_if_emptied();
-                            self.in_flight = Some((task.name(), task.position()));
-                            Step::Async(task)
-                        }
+                match self.progress.next(&self.ctx, &mut state) {
+                    Some(next) => next,
+                    None => {
+                        self.phase = Phase::Done;
+                        break;
                     }
                 }
             };
-            match step {
-                Step::Async(task) => {
-                    self.run_async(task).await;
+            match next {
+                Next::Async(task) => {
+                    // Written out here rather than in an `async fn` of its
+                    // own: one state machine less for every task.
+                    debug_assert!(!task.is_sync(), "a sync task run as an async one");
+                    let span = task_span(&task);
+                    let timer = timer(&self.ctx, &mut self.timer);
+                    let tally = &mut self.progress.tally;
+                    let ran = RunAsync::new(task, span.as_ref(), timer, tally).await;
+                    self.progress.ran(ran, span.as_ref());
                     self.streak += 1;
                     if self.streak == STREAK {
                         self.streak = 0;
-                        self.tally.publish();
+                        self.progress.tally.publish();
                         tokio::task::yield_now().await;
                     }
                 }
-                Step::Sync => {
-                    self.tally.publish();
+                Next::Sync => {
+                    self.progress.tally.publish();
                     let batch = Batch {
                         queue: self.queue.clone(),
                         ctx: self.ctx.clone(),
@@ -271,76 +326,39 @@ impl Drain {
                     };
                     match run_batch(batch, self.ctx.lanes.as_ref()).await {
                         Ok(()) => {}
-                        Err(Some(panic)) => {
-                            // Every panic of a task is caught inside the
-                            // batch; this one came from elsewhere (a tracing
-                            // subscriber, say). The task it interrupted, if
-                            // any, is counted as panicked, and the drain
-                            // goes on.
-                            self.batch_panicked(&panic);
-                        }
-                        Err(None) => {
-                            // The batch was dropped unrun: the runtime is
-                            // shutting down. Stop here; `close` accounts for
-                            // what is left.
-                            return;
-                        }
+                        // Every panic of a task is caught inside the batch;
+                        // this one came from elsewhere (a tracing
+                        // subscriber, say). The task it interrupted, if any,
+                        // is counted as panicked, and the drain goes on.
+                        Err(Some(panic)) => self.batch_panicked(&panic),
+                        // The batch was dropped unrun: the runtime is
+                        // shutting down. Stop here; `close` accounts for what
+                        // is left.
+                        Err(None) => return,
                     }
                 }
-                Step::Unmet(task, why) => skipped(task, why),
+                Next::Unrun(unrun) => settle(unrun.0, unrun.1),
                 #[cfg(feature = "durable")]
-                Step::Persist(tasks, unmet) => self.persist(tasks, unmet).await,
-                Step::Skip(tasks) => {
-                    for task in tasks {
-                        tracing::warn!(
-                            parent: task.parent(),
-                            task = task.name().short(),
-                            position = task.position(),
-                            "background task skipped: an earlier task of its queue failed"
-                        );
-                        task.discard();
+                Next::Persist(persisting) => {
+                    let (tasks, outcome) = *persisting;
+                    let handoff = &mut self.progress.handoff;
+                    let counts = persist(&self.ctx, handoff, tasks, outcome).await;
+                    for (outcome, n) in counts.iter() {
+                        self.progress.count(outcome, n);
                     }
                 }
             }
         }
     }
 
-    async fn run_async(&mut self, task: Task) {
-        let span = task_span(&task);
-        let name = task.name();
-        debug_assert!(!task.is_sync(), "a sync task given to run_async");
-        let timer = self.ctx.timeout.map(|limit| {
-            let deadline = Instant::now() + limit;
-            let timer = match &mut self.timer {
-                Some(timer) => {
-                    timer.as_mut().reset(deadline);
-                    timer
-                }
-                none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
-            };
-            (limit, timer.as_mut())
-        });
-        let ran = RunAsync {
-            guarded: Guarded::new(task, name.clone()),
-            span: &span,
-            timer,
-            tally: &mut self.tally,
-        }
-        .await;
-        self.in_flight = None;
-        let kind = ran.kind();
-        self.report.add(kind, 1);
-        self.failed |= kind != Kind::Completed;
-        self.tally.add(kind, 1);
-        span.in_scope(|| ran.log(name));
-    }
-
     fn batch_panicked(&mut self, message: &str) {
         let mut state = self.queue.lock();
-        if let Some((name, position)) = state.in_flight.take() {
-            state.report.add(Kind::Panicked, 1);
-            state.failed = true;
-            self.ctx.count(Kind::Panicked, 1);
+        if let Some((name, position)) = state.drain.in_flight.take() {
+            state.drain.report.add(TaskOutcome::Panicked, 1);
+            state.drain.failed = true;
+            if let Some(host) = &self.ctx.host {
+                host.counters().count(TaskOutcome::Panicked, 1);
+            }
             drop(state);
             tracing::error!(
                 task = name.short(),
@@ -355,80 +373,62 @@ impl Drain {
     /// task in flight is abandoned, and for a runner's drain so is every task
     /// still queued. Idempotent.
     pub(crate) fn close(&mut self) -> DrainReport {
-        if self.closed {
+        let phase = std::mem::replace(&mut self.phase, Phase::Closed);
+        if phase == Phase::Closed {
             return DrainReport::default();
         }
-        self.closed = true;
-        let abandon_rest = self.ctx.for_runner && !self.done;
-        let (in_flight, rest, persisting, report) = {
+        let cut_short = phase != Phase::Done;
+        let holding = phase != Phase::Waiting;
+        let persisting = self.progress.handoff.abandon();
+        let (in_flight, rest, report) = {
             let mut state = self.queue.lock();
             // At most one of these is set: the drain awaits either its own
             // async task or a sync batch, never both.
-            let mut in_flight = self.in_flight.take();
-            #[cfg(feature = "durable")]
-            let persisting = mem::take(&mut self.handoff.persisting);
-            #[cfg(not(feature = "durable"))]
-            let persisting: Vec<(TaskName, usize)> = Vec::new();
-            if self.holding && !self.done {
+            let mut in_flight = self.progress.in_flight.take();
+            if holding && cut_short {
                 // A sync batch may still be running this drain's tasks; stop
                 // it from starting another.
-                state.cancelled = true;
-                in_flight = in_flight.or(state.in_flight.take());
+                state.drain.cancelled = true;
+                in_flight = in_flight.or(state.drain.in_flight.take());
             }
-            let rest: Vec<Task> = if abandon_rest {
-                if let Fate::Run { scheduled } = &mut state.fate {
+            let rest = if self.ctx.for_runner() && cut_short {
+                if let Fate::Run { scheduled } = &mut state.owner.fate {
                     *scheduled = false;
                 }
                 state.tasks.take_all()
             } else {
                 Vec::new()
             };
-            let mut report = mem::take(&mut self.report);
-            if self.holding {
-                report += mem::take(&mut state.report);
+            let mut report = std::mem::take(&mut self.progress.report);
+            if holding {
+                report += std::mem::take(&mut state.drain.report);
             }
-            report.add(
-                Kind::Abandoned,
-                rest.len() + usize::from(in_flight.is_some()) + persisting.len(),
-            );
-            (in_flight, rest, persisting, report)
+            let abandoned = rest.len() + usize::from(in_flight.is_some()) + persisting.len();
+            report.add(TaskOutcome::Abandoned, abandoned);
+            (in_flight, rest, report)
         };
         // The bookkeeping comes before any log line: a tracing subscriber is
         // user code, and if it panics, the queue must still be let go and
         // the tasks counted.
-        self.tally.publish();
-        let any = in_flight.is_some() || !rest.is_empty() || !persisting.is_empty();
-        if let (Some(host), true) = (&self.ctx.host, any) {
+        self.progress.tally.publish();
+        if let Some(host) = &self.ctx.host {
             let names: Vec<TaskName> = in_flight
                 .iter()
-                .chain(&persisting)
                 .map(|(name, _)| name.clone())
-                .chain(rest.iter().map(|task| task.name()))
+                .chain(persisting.iter().chain(&rest).map(Task::name))
                 .collect();
-            host.abandoned(&names);
+            if !names.is_empty() {
+                host.abandoned(&names);
+            }
         }
-        if self.holding {
-            self.holding = false;
-            release(&self.queue);
+        if holding {
+            self.queue.release();
         }
         if let Some((name, position)) = in_flight {
-            tracing::error!(task = name.short(), position, "background task abandoned");
+            log_unrun(&name, position, &Span::none(), Why::Abandoned);
         }
-        for (name, position) in persisting {
-            tracing::error!(
-                task = name.short(),
-                position,
-                "durable task abandoned during its hand-off: it may or may not have been stored"
-            );
-        }
-        for task in rest {
-            tracing::error!(
-                task = task.name().short(),
-                position = task.position(),
-                "background task abandoned"
-            );
-            task.discard();
-        }
+        settle(persisting, Why::AbandonedInHandoff);
+        settle(rest, Why::Abandoned);
         report
     }
 }
@@ -442,51 +442,7 @@ impl Drop for Drain {
 impl fmt::Debug for Drain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
-            .field("holding", &self.holding)
-            .field("done", &self.done)
+            .field("phase", &self.phase)
             .finish_non_exhaustive()
-    }
-}
-
-/// Logs and drops a task whose run condition did not hold; it is counted.
-pub(crate) fn skipped(task: Task, why: &str) {
-    tracing::warn!(
-        parent: task.parent(),
-        task = task.name().short(),
-        position = task.position(),
-        "background task skipped: {why}"
-    );
-    task.discard();
-}
-
-/// Lets go of one hold on the queue's drain lock.
-fn release(queue: &Inner) {
-    let last = {
-        let mut state = queue.lock();
-        state.holders -= 1;
-        state.holders == 0
-    };
-    if last {
-        queue.released().notify_waiters();
-    }
-}
-
-/// Runs a sync batch on the runner's lanes, or on the blocking pool for a
-/// direct drain. `Err(Some(message))` if it panicked outside its tasks,
-/// `Err(None)` if it was dropped unrun.
-async fn run_batch(batch: Batch, lanes: Option<&Arc<Lanes>>) -> Result<(), Option<String>> {
-    let Some(lanes) = lanes else {
-        return tokio::task::spawn_blocking(move || batch.run())
-            .await
-            .map_err(|error| error.try_into_panic().ok().map(take_message));
-    };
-    let (done_tx, done) = tokio::sync::oneshot::channel();
-    lanes.run(Box::new(move || {
-        let ran = catch_unwind(AssertUnwindSafe(move || batch.run()));
-        let _ = done_tx.send(ran.map_err(take_message));
-    }));
-    match done.await {
-        Ok(ran) => ran.map_err(Some),
-        Err(_) => Err(None),
     }
 }

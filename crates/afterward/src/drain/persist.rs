@@ -1,6 +1,5 @@
-//! The durable hand-off inside a drain: the queue's durable tasks, taken out
-//! as one chain and given to the runner's backend before any in-process task
-//! runs.
+//! Persisting inside a drain: the queue's durable tasks, taken out as one
+//! chain and given to the runner's backend before any in-process task runs.
 
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -8,21 +7,22 @@ use std::task::Poll;
 
 use tracing::Instrument;
 
-use super::{Ctx, Drain, Step, skipped};
+use super::ctx::Ctx;
+use crate::Outcome;
+use crate::counts::{Counts, TaskOutcome};
 use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture};
-use crate::job::{Task, TaskName};
 use crate::queue::State;
 use crate::quiet::{drop_quietly, take_message};
-use crate::report::Kind;
+use crate::task::{Task, Why, settle};
 
-/// A drain's side of the hand-off.
+/// A drain's side of persisting.
 pub(super) struct Handoff {
     /// Whether the durable tasks waiting in the queue are still to be taken
     /// out, as they are at the start of a drain.
     sweep: bool,
-    /// The durable tasks being handed to the backend now, abandoned if the
+    /// The durable tasks being handed to the backend now; abandoned if the
     /// drain is cancelled meanwhile.
-    pub(super) persisting: Vec<(TaskName, usize)>,
+    persisting: Vec<Task>,
 }
 
 impl Default for Handoff {
@@ -34,115 +34,102 @@ impl Default for Handoff {
     }
 }
 
+impl Handoff {
+    /// The tasks cut off in the middle of their hand-off.
+    pub(super) fn abandon(&mut self) -> Vec<Task> {
+        std::mem::take(&mut self.persisting)
+    }
+}
+
 /// Takes every durable task waiting in the queue, if the drain has a
-/// backend and is at its start or at a durable task. Called under the
-/// queue's lock.
-pub(super) fn durable_step(ctx: &Ctx, handoff: &mut Handoff, state: &mut State) -> Option<Step> {
+/// backend and is at its start or at a durable task. Those whose run
+/// condition does not hold are skipped, and counted by the caller. Called
+/// under the queue's lock.
+pub(super) fn durable_next(
+    ctx: &Ctx,
+    handoff: &mut Handoff,
+    state: &mut State,
+) -> Option<(Vec<Task>, Outcome)> {
     ctx.durable.as_ref()?;
     if !handoff.sweep && !state.tasks.front().is_some_and(Task::is_durable) {
         return None;
     }
     handoff.sweep = false;
+    let outcome = state.outcome;
     let taken = state.tasks.take_where(Task::is_durable);
     if taken.is_empty() {
         return None;
     }
     state.forget_if_emptied();
-    let mut tasks = Vec::with_capacity(taken.len());
-    let mut unmet = Vec::new();
-    for task in taken {
-        match task.info().run_if.refuses(state.outcome) {
-            Some(why) => unmet.push((task, why)),
-            None => tasks.push(task),
-        }
-    }
-    handoff.persisting = tasks
-        .iter()
-        .map(|task| (task.name(), task.position()))
-        .collect();
-    Some(Step::Persist(tasks, unmet))
+    Some((taken, outcome))
 }
 
-impl Drain {
-    /// Hands `tasks` to the backend as one chain and counts them: persisted,
-    /// or, if the backend failed or a task could not be serialized,
-    /// persist_failed, each logged with its name.
-    pub(super) async fn persist(&mut self, tasks: Vec<Task>, unmet: Vec<(Task, &'static str)>) {
-        self.report.add(Kind::Skipped, unmet.len());
-        self.tally.add(Kind::Skipped, unmet.len());
-        for (task, why) in unmet {
-            skipped(task, why);
-        }
-        if tasks.is_empty() {
-            return;
-        }
-        let Some(backend) = self.ctx.durable.clone() else {
-            return;
-        };
-        // Dropped quietly even if the drain is cancelled mid-hand-off.
-        let tasks = Discard(tasks);
-        let stored = match serialize(&tasks) {
-            Ok(steps) => {
-                let chain = Chain::new(steps, self.ctx.policy);
-                let span = tracing::info_span!(
-                    parent: tasks[0].parent(),
-                    "durable_handoff",
-                    chain = chain.id(),
-                    tasks = tasks.len()
-                );
-                call(&*backend, &chain)
-                    .instrument(span)
-                    .await
-                    .map(|()| chain)
+/// Hands `taken` to the backend as one chain, once the tasks whose run
+/// condition does not hold after `outcome` are skipped, and counts them:
+/// persisted, or, if the backend failed or a task could not be serialized,
+/// persist_failed, each logged with its name. Returns the counts, for the
+/// drain. While the backend has them, the tasks are kept in `handoff`, so a
+/// drain cut off meanwhile abandons them.
+pub(super) async fn persist(
+    ctx: &Ctx,
+    handoff: &mut Handoff,
+    taken: Vec<Task>,
+    outcome: Outcome,
+) -> Counts {
+    let mut counts = Counts::default();
+    let mut tasks = Vec::with_capacity(taken.len());
+    for task in taken {
+        match task.refuses(outcome) {
+            None => tasks.push(task),
+            Some(why) => {
+                counts.add(TaskOutcome::Skipped, 1);
+                settle([task], Why::Unmet(why));
             }
-            Err(error) => Err(error),
-        };
-        self.handoff.persisting.clear();
-        let kind = match stored {
-            Ok(_) => Kind::Persisted,
-            Err(_) => Kind::PersistFailed,
-        };
-        self.report.add(kind, tasks.len());
-        self.tally.add(kind, tasks.len());
-        match &stored {
-            Ok(chain) => tracing::debug!(
+        }
+    }
+    if tasks.is_empty() {
+        return counts;
+    }
+    let Some(backend) = ctx.durable.clone() else {
+        return counts;
+    };
+    handoff.persisting = tasks;
+    let stored = match serialize(&handoff.persisting) {
+        Ok(steps) => {
+            let chain = Chain::new(steps, ctx.policy);
+            let span = tracing::info_span!(
+                parent: handoff.persisting[0].parent(),
+                "durable_handoff",
+                chain = chain.id(),
+                tasks = handoff.persisting.len()
+            );
+            call(&*backend, &chain)
+                .instrument(span)
+                .await
+                .map(|()| chain)
+        }
+        Err(error) => Err(error),
+    };
+    let tasks = std::mem::take(&mut handoff.persisting);
+    match stored {
+        Ok(chain) => {
+            counts.add(TaskOutcome::Persisted, tasks.len());
+            tracing::debug!(
                 parent: tasks[0].parent(),
                 chain = chain.id(),
                 tasks = tasks.len(),
                 "durable tasks stored"
-            ),
-            Err(error) => {
-                for task in tasks.iter() {
-                    tracing::error!(
-                        parent: task.parent(),
-                        task = task.name().short(),
-                        position = task.position(),
-                        error = %error,
-                        "durable task not stored: its hand-off failed; it will not run"
-                    );
-                }
+            );
+            for task in tasks {
+                task.discard();
             }
         }
-    }
-}
-
-/// Tasks to drop through [`Task::discard`], whose destructors may panic.
-struct Discard(Vec<Task>);
-
-impl std::ops::Deref for Discard {
-    type Target = [Task];
-
-    fn deref(&self) -> &[Task] {
-        &self.0
-    }
-}
-
-impl Drop for Discard {
-    fn drop(&mut self) {
-        for task in self.0.drain(..) {
-            task.discard();
+        Err(error) => {
+            counts.add(TaskOutcome::PersistFailed, tasks.len());
+            settle(tasks, Why::PersistFailed(&error));
         }
     }
+    counts
 }
 
 /// Calls the backend. It is library code, but a panic in it must not take

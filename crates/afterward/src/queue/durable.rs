@@ -5,11 +5,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tracing::Span;
 
-use super::{Arrivals, QueuedTask, TaskQueue};
+use super::{QueuedTask, TaskQueue};
 use crate::durable::{ChainStep, DurableTask, Step};
-use crate::job::{Body, Outcome, Task};
+use crate::task::{Body, Returned, Task, current_parent};
 
 impl TaskQueue {
     /// Queues a [`DurableTask`]: a task described by data, which can leave
@@ -59,22 +58,17 @@ impl TaskQueue {
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn add_durable<T: DurableTask>(&self, task: T) -> QueuedTask<'_> {
-        let parent = if tracing::dispatcher::has_been_set() {
-            Span::current()
-        } else {
-            Span::none()
-        };
         let body = DurableBody {
             task: Some(task),
             running: None,
         };
-        let task = Task::new(T::NAME, parent, false, body);
-        let position = self.arrive(Arrivals::One(task));
+        let task = Task::new(T::NAME, current_parent(), false, body);
+        let position = self.add(task);
         QueuedTask::new(self, position)
     }
 }
 
-type Running = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type Running = Pin<Box<dyn Future<Output = Returned> + Send>>;
 
 pin_project! {
     /// A durable task: its value until it runs in-process, then its run.
@@ -85,12 +79,12 @@ pin_project! {
 }
 
 impl<T: DurableTask> Body for DurableBody<T> {
-    fn run(self: Pin<&mut Self>) -> Outcome {
+    fn run(self: Pin<&mut Self>) -> Returned {
         // Durable tasks are async: polled, never run on the blocking pool.
         Err("a durable task was run as a sync one".to_owned())
     }
 
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Returned> {
         let this = self.project();
         if this.running.is_none() {
             let Some(task) = this.task.take() else {

@@ -1,171 +1,255 @@
-//! The tasks of a queue, in order, linked through their own boxes.
+//! The tasks of a queue, in order, reachable by position and by key.
 //!
-//! Every task is one allocation already (its box, see `task.rs`); the list
-//! links those boxes instead of keeping a buffer of its own, so a queue
-//! never allocates or grows a buffer, whatever its length, and pushing or
-//! popping is O(1). It is two stacks: tasks arrive on `back`, newest first,
-//! and leave from `front`, oldest first; when `front` runs out, `back` is
-//! reversed onto it. Each task is moved that way once.
+//! A task's position is its place in insertion order (1 for the first task
+//! ever added). The list keeps one slot per position from its oldest
+//! waiting task on, so finding, changing or removing a task by position is
+//! O(1): a removed task leaves an empty slot behind, skipped when the front
+//! reaches it. At most one waiting task has a given key (a newer one
+//! replaces it), and an index from keys to positions finds it in O(1) too.
 
-use crate::job::Task;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::task::Task;
 
 #[derive(Default)]
 pub(crate) struct TaskList {
-    /// Oldest first.
-    front: Option<Task>,
-    /// Newest first.
-    back: Option<Task>,
+    /// The slots of positions `first ..= added`; `None` where a task left
+    /// from the middle. The front slot, if any, holds a task.
+    slots: VecDeque<Option<Task>>,
+    /// The position of `slots[0]`.
+    first: usize,
+    /// Tasks in the slots.
     len: usize,
-}
-
-fn take_next(task: &mut Task) -> Option<Task> {
-    task.info_mut().next.take()
-}
-
-fn set_next(task: &mut Task, next: Option<Task>) {
-    task.info_mut().next = next;
+    /// Positions given so far: the position of the newest task.
+    added: usize,
+    /// The position of the waiting task with each key; made at the first key.
+    keys: Option<HashMap<Arc<str>, usize>>,
 }
 
 impl TaskList {
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub(crate) fn push_back(&mut self, mut task: Task) {
-        set_next(&mut task, self.back.take());
-        self.back = Some(task);
-        self.len += 1;
+    /// The position of the newest task ever added, kept or not.
+    pub(crate) fn newest(&self) -> usize {
+        self.added
     }
 
-    /// Moves every task of `other` to the end of this list, in order.
-    pub(crate) fn append(&mut self, mut other: TaskList) {
-        while let Some(task) = other.pop_front() {
-            self.push_back(task);
+    /// Adds `task` at the end and gives it the next position, which it
+    /// returns. A task that carries a key is not looked up: only
+    /// [`set_key`](TaskList::set_key) and [`append`](TaskList::append) key
+    /// tasks.
+    #[inline]
+    pub(crate) fn push(&mut self, mut task: Task) -> usize {
+        let position = self.next_position();
+        task.header_mut().position = position;
+        self.slots.push_back(Some(task));
+        self.len += 1;
+        position
+    }
+
+    /// Gives `task` the next position without keeping it: a task that
+    /// arrives and is turned away still has its place in the order, for its
+    /// log line.
+    pub(crate) fn number(&mut self, task: &mut Task) -> usize {
+        let position = self.next_position();
+        task.header_mut().position = position;
+        if self.slots.is_empty() {
+            self.first = position + 1;
+        } else {
+            self.slots.push_back(None);
         }
+        position
     }
 
-    /// Puts a task back at the front, as if it had not been popped.
-    pub(crate) fn push_front(&mut self, mut task: Task) {
-        set_next(&mut task, self.front.take());
-        self.front = Some(task);
-        self.len += 1;
+    #[inline]
+    fn next_position(&mut self) -> usize {
+        if self.slots.is_empty() {
+            self.first = self.added + 1;
+        }
+        self.added += 1;
+        self.added
+    }
+
+    /// Moves every task of `other` to the end of this list, in order, with
+    /// new positions. Keys keep their rule across the two: a task of
+    /// `other` replaces a task of this list with its key, and the tasks
+    /// replaced are returned.
+    pub(crate) fn append(&mut self, mut other: TaskList) -> Vec<Task> {
+        let mut replaced = Vec::new();
+        while let Some(task) = other.pop_front() {
+            let key = task.key().cloned();
+            let position = self.push(task);
+            if let Some(key) = key {
+                replaced.extend(self.index_key(position, key));
+            }
+        }
+        replaced
     }
 
     /// The oldest task, left in place.
-    pub(crate) fn front(&mut self) -> Option<&Task> {
-        if self.front.is_none() {
-            self.turn();
-        }
-        self.front.as_ref()
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&Task> {
+        self.slots.front()?.as_ref()
     }
 
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Task> {
-        if self.front.is_none() {
-            self.turn();
-        }
-        let mut task = self.front.take()?;
-        self.front = take_next(&mut task);
+        let task = self.slots.pop_front()??;
+        self.first += 1;
         self.len -= 1;
+        // The front slot holds a task, unless the list is now empty or the
+        // next task left from the middle.
+        if task.key().is_some() || !matches!(self.slots.front(), Some(Some(_))) {
+            self.tidy(&task);
+        }
         Some(task)
+    }
+
+    /// The task at `position`, if it is waiting.
+    pub(crate) fn get_mut(&mut self, position: usize) -> Option<&mut Task> {
+        let index = position.checked_sub(self.first)?;
+        self.slots.get_mut(index)?.as_mut()
+    }
+
+    /// Takes out the task at `position`, if it is waiting.
+    pub(crate) fn remove(&mut self, position: usize) -> Option<Task> {
+        let index = position.checked_sub(self.first)?;
+        let task = self.slots.get_mut(index)?.take()?;
+        self.left(&task);
+        Some(task)
+    }
+
+    /// Gives the task at `position` a key. The newest task with a key wins:
+    /// if an older one waits with it, that one is taken out and returned; if
+    /// a newer one does, the task at `position` is. Nothing happens to a
+    /// task that is not waiting.
+    pub(crate) fn set_key(&mut self, position: usize, key: Arc<str>) -> Option<Task> {
+        let task = self.get_mut(position)?;
+        if task.key() == Some(&key) {
+            return None;
+        }
+        let previous = task.key().cloned();
+        task.set_key(key.clone());
+        if let (Some(previous), Some(keys)) = (previous, self.keys.as_mut()) {
+            if keys.get(&previous) == Some(&position) {
+                keys.remove(&previous);
+            }
+        }
+        self.index_key(position, key)
+    }
+
+    /// Takes out the waiting task with `key`, if any.
+    pub(crate) fn take_key(&mut self, key: &str) -> Option<Task> {
+        let position = *self.keys.as_ref()?.get(key)?;
+        self.remove(position)
+    }
+
+    /// Records the task at `position` under `key`, and takes out whichever
+    /// of it and the task already under `key` is older.
+    fn index_key(&mut self, position: usize, key: Arc<str>) -> Option<Task> {
+        let keys = self.keys.get_or_insert_with(HashMap::default);
+        match keys.get(&key).copied() {
+            None => {
+                keys.insert(key, position);
+                None
+            }
+            Some(other) if other == position => None,
+            Some(other) if other < position => {
+                keys.insert(key, position);
+                self.remove(other)
+            }
+            Some(_) => self.remove(position),
+        }
     }
 
     /// Every task, oldest first, leaving the list empty.
     pub(crate) fn take_all(&mut self) -> Vec<Task> {
-        let mut all = Vec::with_capacity(self.len);
-        while let Some(task) = self.pop_front() {
-            all.push(task);
-        }
+        let all: Vec<Task> = self.slots.drain(..).flatten().collect();
+        self.len = 0;
+        self.keys = None;
         all
     }
 
-    /// Calls `f` on the task at `position`, if it is in the list; returns
-    /// whether it was. The newest task, the usual one, is found first.
-    pub(crate) fn find_mut(&mut self, position: usize, f: impl FnOnce(&mut Task)) -> bool {
-        let mut f = Some(f);
-        for chain in [&mut self.back, &mut self.front] {
-            let mut task = chain.as_mut();
-            while let Some(t) = task {
-                if t.position() == position {
-                    if let Some(f) = f.take() {
-                        f(t);
-                    }
-                    return true;
-                }
-                task = t.info_mut().next.as_mut();
-            }
-        }
-        false
+    /// Every task, as a list of its own, leaving this one empty; tasks
+    /// added to this list later keep their places after them.
+    pub(crate) fn take_list(&mut self) -> TaskList {
+        let taken = TaskList {
+            slots: std::mem::take(&mut self.slots),
+            first: self.first,
+            len: self.len,
+            added: self.added,
+            keys: self.keys.take(),
+        };
+        self.len = 0;
+        self.first = self.added + 1;
+        taken
     }
 
     /// Takes out the tasks for which `remove` holds, oldest first, keeping
-    /// the order of the others.
+    /// the order and positions of the others.
+    #[cfg(any(feature = "durable", test))]
     pub(crate) fn take_where(&mut self, mut remove: impl FnMut(&Task) -> bool) -> Vec<Task> {
         let mut removed = Vec::new();
-        let mut kept = TaskList::default();
-        while let Some(task) = self.pop_front() {
-            if remove(&task) {
-                removed.push(task);
-            } else {
-                kept.push_back(task);
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(&mut remove) {
+                removed.extend(slot.take());
             }
         }
-        *self = kept;
+        for task in &removed {
+            self.left(task);
+        }
         removed
     }
 
     /// Calls `f` on every task, oldest first.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Task)) {
-        let mut task = self.front.as_ref();
-        while let Some(t) = task {
-            f(t);
-            task = t.info().next.as_ref();
-        }
-        let mut newest_first = Vec::new();
-        let mut task = self.back.as_ref();
-        while let Some(t) = task {
-            newest_first.push(t);
-            task = t.info().next.as_ref();
-        }
-        newest_first.into_iter().rev().for_each(f);
+    pub(crate) fn for_each(&self, f: impl FnMut(&Task)) {
+        self.slots.iter().flatten().for_each(f);
     }
 
-    /// Moves `back` onto `front`, reversing it.
-    fn turn(&mut self) {
-        let mut back = self.back.take();
-        while let Some(mut task) = back {
-            back = take_next(&mut task);
-            set_next(&mut task, self.front.take());
-            self.front = Some(task);
-        }
+    /// Bookkeeping after `task` left its slot: the count, then the rest.
+    fn left(&mut self, task: &Task) {
+        self.len -= 1;
+        self.tidy(task);
     }
-}
 
-impl Drop for TaskList {
-    /// Unlinks the tasks one by one: dropping the first would otherwise drop
-    /// the whole chain recursively, one stack frame per task.
-    fn drop(&mut self) {
+    /// Bookkeeping after `task` left its slot and was counted out: its key,
+    /// and the empty slots at the front.
+    #[cold]
+    fn tidy(&mut self, task: &Task) {
+        if let (Some(key), Some(keys)) = (task.key(), self.keys.as_mut()) {
+            if keys.get(key) == Some(&task.position()) {
+                keys.remove(key);
+            }
+        }
         if self.len == 0 {
+            self.slots.clear();
+            self.first = self.added + 1;
             return;
         }
-        for mut chain in [self.front.take(), self.back.take()] {
-            while let Some(mut task) = chain {
-                chain = take_next(&mut task);
-            }
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.first += 1;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tracing::Span;
 
     use super::TaskList;
-    use crate::job::Task;
-    use crate::task::task_of;
+    use crate::task::{Task, task_of};
 
     fn task() -> Task {
         task_of(|| (), (), Span::none())
@@ -178,37 +262,77 @@ mod tests {
     }
 
     #[test]
-    fn first_in_first_out_across_turns() {
+    fn first_in_first_out_with_holes() {
         let mut list = TaskList::default();
-        let mut popped = Vec::new();
-        let mut next = 1;
-        for round in 0..5 {
-            for _ in 0..round + 1 {
-                let mut t = task();
-                t.info_mut().position = next;
-                next += 1;
-                list.push_back(t);
-            }
-            assert_eq!(positions(&list).len(), list.len());
-            popped.push(list.pop_front().unwrap().position());
+        for _ in 0..6 {
+            list.push(task());
         }
-        let first = list.pop_front().unwrap();
-        let second = list.pop_front().unwrap();
-        assert_eq!(second.position(), first.position() + 1);
-        list.push_front(second);
-        list.push_front(first);
-        popped.extend(list.take_all().iter().map(Task::position));
-        assert_eq!(popped, (1..next).collect::<Vec<_>>());
+        assert_eq!(list.remove(3).map(|t| t.position()), Some(3));
+        assert_eq!(list.remove(1).map(|t| t.position()), Some(1));
+        assert!(list.remove(1).is_none());
+        assert_eq!(positions(&list), [2, 4, 5, 6]);
+        assert_eq!(list.pop_front().unwrap().position(), 2);
+        // The hole at 3 is skipped.
+        assert_eq!(list.front().unwrap().position(), 4);
+        let mut turned_away = task();
+        assert_eq!(list.number(&mut turned_away), 7);
+        assert_eq!(list.push(task()), 8);
+        assert!(list.get_mut(7).is_none());
+        assert_eq!(positions(&list), [4, 5, 6, 8]);
+        assert_eq!(list.len(), 4);
+        let all: Vec<usize> = list.take_all().iter().map(Task::position).collect();
+        assert_eq!(all, [4, 5, 6, 8]);
         assert!(list.is_empty());
+        assert_eq!(list.push(task()), 9);
+        assert_eq!(list.front().unwrap().position(), 9);
     }
 
     #[test]
-    fn a_long_list_drops_without_recursion() {
+    fn the_newest_task_with_a_key_wins_whenever_the_key_is_set() {
+        let k: Arc<str> = Arc::from("k");
         let mut list = TaskList::default();
-        for _ in 0..1_000_000 {
-            list.push_back(task());
+        let older = list.push(task());
+        list.push(task());
+        let newer = list.push(task());
+        assert!(list.set_key(newer, k.clone()).is_none());
+        // Keying the older task later takes out the older, not the newer.
+        assert_eq!(list.set_key(older, k.clone()).unwrap().position(), older);
+        assert_eq!(positions(&list), [2, 3]);
+        let newest = list.push(task());
+        assert_eq!(list.set_key(newest, k).unwrap().position(), newer);
+        assert_eq!(list.take_key("k").unwrap().position(), newest);
+        assert!(list.take_key("k").is_none());
+        assert_eq!(positions(&list), [2]);
+    }
+
+    #[test]
+    fn appended_tasks_replace_older_ones_with_their_key() {
+        let mut list = TaskList::default();
+        let a = list.push(task());
+        list.set_key(a, Arc::from("k"));
+        list.push(task());
+        let mut other = TaskList::default();
+        let b = other.push(task());
+        other.set_key(b, Arc::from("k"));
+        let replaced = list.append(other);
+        assert_eq!(replaced.len(), 1);
+        assert_eq!(replaced[0].position(), a);
+        assert_eq!(positions(&list), [2, 3]);
+        assert_eq!(list.take_key("k").unwrap().position(), 3);
+    }
+
+    #[test]
+    fn a_long_list_of_distinct_keys_stays_indexed() {
+        let mut list = TaskList::default();
+        for i in 0..10_000 {
+            let position = list.push(task());
+            assert!(list.set_key(position, Arc::from(i.to_string())).is_none());
         }
-        list.pop_front();
-        drop(list);
+        assert_eq!(list.take_key("5000").unwrap().position(), 5001);
+        assert_eq!(list.len(), 9_999);
+        let removed = list.take_where(|t| t.position() % 2 == 0);
+        assert_eq!(removed.len(), 5_000);
+        assert!(list.take_key("1").is_none());
+        assert_eq!(list.take_key("2").unwrap().position(), 3);
     }
 }

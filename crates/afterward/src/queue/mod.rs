@@ -1,4 +1,7 @@
 //! `TaskQueue`: the per-request queue users add tasks to.
+//!
+//! A queue knows nothing of drains or runners: drains take tasks from it
+//! (see `drain`), and the runner it belongs to is a [`Host`] to it.
 
 #[cfg(feature = "durable")]
 mod durable;
@@ -7,19 +10,17 @@ mod queued;
 mod state;
 
 use std::fmt;
-use std::sync::Arc;
-
-use tracing::Span;
+use std::sync::{Arc, MutexGuard};
 
 use self::list::TaskList;
 pub use self::queued::QueuedTask;
-use self::state::settle_removed;
-pub(crate) use self::state::{Awaited, Fate, Host, Inner, Registration, State, TaskNames};
+pub(crate) use self::state::{
+    Awaited, DrainLock, Fate, Host, Inner, Registration, ReportSlot, State,
+};
+use self::state::{TaskNames, settle_removed};
 use crate::condition::Outcome;
-use crate::drain::{Ctx, Drain};
-pub(crate) use crate::job::Task;
-use crate::report::{DrainReport, Kind};
-use crate::task::{self, TaskFn};
+use crate::counts::TaskOutcome;
+use crate::task::{self, Rejection, Task, TaskFn, Why, settle};
 
 /// A per-request queue of background tasks.
 ///
@@ -189,14 +190,8 @@ impl TaskQueue {
     where
         F: TaskFn<Args, M>,
     {
-        // Without any subscriber there is no span to follow; asking for the
-        // current one would cost more than the rest of `add_task`.
-        let parent = if tracing::dispatcher::has_been_set() {
-            Span::current()
-        } else {
-            Span::none()
-        };
-        let position = self.arrive(Arrivals::One(task::task_of(func, args, parent)));
+        let task = task::task_of(func, args, task::current_parent());
+        let position = self.add(task);
         QueuedTask::new(self, position)
     }
 
@@ -234,100 +229,103 @@ impl TaskQueue {
         // Taken out first so that the two locks are never held together.
         let moved = {
             let mut other = other.inner.lock();
-            if other.fate != Fate::Open {
+            if other.owner.fate != Fate::Open {
                 // Its tasks were counted by the runner it was handed to,
                 // which will run or settle them.
                 return;
             }
-            let moved = std::mem::take(&mut other.tasks);
+            let moved = other.tasks.take_list();
             other.forget_if_emptied();
             moved
         };
         if !moved.is_empty() {
-            self.arrive(Arrivals::Many(moved));
+            self.arrive(self.inner.lock(), Arrivals::Many(moved));
         }
     }
 
-    /// Where every task enters the queue. What happens next depends on the
-    /// queue's fate: a queue not handed off keeps it (and a queue made for a
-    /// runner tells the runner it has tasks); a queue handed off to run
-    /// counts it received and, if no drain has the queue, starts one; a
-    /// queue handed off to skip counts it skipped.
-    /// Returns the position of the last task that arrived.
-    fn arrive(&self, arrived: Arrivals) -> usize {
+    /// Where one task enters the queue: [`arrive`](TaskQueue::arrive), with
+    /// the usual cases (a plain queue, or a request's queue the runner
+    /// already knows) taken first and kept short.
+    #[inline]
+    fn add(&self, task: Task) -> usize {
         let mut state = self.inner.lock();
-        let arrived = arrived.numbered(&mut state.added);
-        let last = state.added;
+        let owner = &state.owner;
+        let plain = owner.host.is_none()
+            || (owner.fate == Fate::Open && owner.registration != Registration::No);
+        if plain {
+            return state.tasks.push(task);
+        }
+        self.arrive(state, Arrivals::One(task))
+    }
+
+    /// Where every task enters the queue. What happens next depends on the
+    /// queue's fate: a queue not handed over keeps it (and a queue made for
+    /// a runner tells the runner it has tasks); a queue handed over to run
+    /// counts it received and, if no drain has the queue, starts one; a
+    /// queue handed over to skip counts it skipped.
+    /// Returns the position of the last task that arrived.
+    fn arrive(&self, mut state: MutexGuard<'_, State>, arrived: Arrivals) -> usize {
         let n = arrived.len();
-        let State {
-            owner,
-            fate,
-            registration,
-            tasks,
-            ..
-        } = &mut *state;
-        let Some(owner) = owner else {
-            arrived.push_into(tasks);
-            return last;
-        };
-        let (refused, rejected) = match *fate {
-            Fate::Open => {
-                arrived.push_into(tasks);
-                if *registration == Registration::No {
-                    *registration = match owner.register(Arc::downgrade(&self.inner)) {
+        let State { tasks, owner, .. } = &mut *state;
+        let turned_away = match (&owner.host, owner.fate) {
+            (None, _) => {
+                // A plain queue: the usual case, kept short.
+                let (last, replaced) = arrived.push_into(tasks);
+                if !replaced.is_empty() {
+                    settle_removed(state, replaced, |counted| Why::Replaced { counted });
+                }
+                return last;
+            }
+            (Some(_), Fate::Open) => {
+                let (last, replaced) = arrived.push_into(tasks);
+                if let (Some(host), Registration::No) = (&owner.host, owner.registration) {
+                    owner.registration = match host.register(Arc::downgrade(&self.inner)) {
                         Some(key) => Registration::Key(key),
                         None => Registration::Refused,
                     };
                 }
+                settle_removed(state, replaced, |counted| Why::Replaced { counted });
                 return last;
             }
-            Fate::Run { scheduled } => {
-                if !owner.has_room(n) {
-                    owner.counters().received_and(Kind::Rejected, n);
-                    (arrived, true)
-                } else {
-                    owner.counters().received(n);
-                    arrived.push_into(tasks);
-                    if !scheduled {
-                        *fate = Fate::Run { scheduled: true };
-                        let owner = owner.clone();
-                        drop(state);
-                        owner.schedule(self.inner.clone());
-                    }
-                    return last;
+            (Some(host), Fate::Run { scheduled }) if host.has_room(n) => {
+                host.counters().received(n);
+                let (last, replaced) = arrived.push_into(tasks);
+                let schedule = (!scheduled).then(|| {
+                    owner.fate = Fate::Run { scheduled: true };
+                    host.clone()
+                });
+                settle_removed(state, replaced, |counted| Why::Replaced { counted });
+                if let Some(host) = schedule {
+                    host.schedule(self.inner.clone());
                 }
+                return last;
             }
-            Fate::Skip => {
-                owner.counters().received_and(Kind::Skipped, n);
-                (arrived, false)
+            (Some(host), Fate::Run { .. }) => {
+                host.counters().received_and(TaskOutcome::Rejected, n);
+                Why::Rejected(Rejection::BacklogFull)
+            }
+            (Some(host), Fate::Skip) => {
+                host.counters().received_and(TaskOutcome::Skipped, n);
+                Why::AddedAfterSkip
             }
         };
+        let (last, turned) = arrived.number(tasks);
         drop(state);
-        for task in refused.into_tasks() {
-            if rejected {
-                tracing::error!(
-                    parent: task.parent(),
-                    task = task.name().short(),
-                    position = task.position(),
-                    "background task rejected: the runner's backlog is full (max_backlog)"
-                );
-            } else {
-                tracing::warn!(
-                    parent: task.parent(),
-                    task = task.name().short(),
-                    position = task.position(),
-                    "background task skipped: it was added after its queue was skipped"
-                );
-            }
-            task.discard();
-        }
+        settle(turned, turned_away);
         last
     }
 
     /// Records how the response this queue was filled for ended, for the
-    /// tasks' [run conditions](crate::RunIf). `afterward-hyper` sets it at
-    /// hand-off; a queue nobody sets it for counts as a success.
+    /// tasks' [run conditions](crate::RunIf). Adapters do this through
+    /// [`adapter::ResponseTasks`](crate::adapter::ResponseTasks); a queue
+    /// nobody records an outcome for counts as a success.
+    #[doc(hidden)]
+    #[deprecated(note = "adapters record the outcome through `afterward::adapter`")]
     pub fn set_outcome(&self, outcome: Outcome) {
+        self.record_outcome(outcome);
+    }
+
+    pub(crate) fn record_outcome(&self, outcome: Outcome) {
         self.inner.lock().outcome = outcome;
     }
 
@@ -351,13 +349,9 @@ impl TaskQueue {
     /// ```
     pub fn forget(&self, key: &str) -> usize {
         let mut state = self.inner.lock();
-        let forgotten = state.tasks.take_where(|task| task.key() == Some(key));
+        let forgotten: Vec<Task> = state.tasks.take_key(key).into_iter().collect();
         let n = forgotten.len();
-        settle_removed(
-            state,
-            forgotten,
-            "background task forgotten (TaskQueue::forget)",
-        );
+        settle_removed(state, forgotten, |counted| Why::Forgotten { counted });
         n
     }
 
@@ -386,89 +380,20 @@ impl TaskQueue {
         self.inner.lock().tasks.is_empty()
     }
 
-    /// Runs every queued task now, one after another, in insertion order,
-    /// with the default policy: no timeout, and
-    /// [`FailurePolicy::Continue`](crate::FailurePolicy::Continue).
-    ///
-    /// Tasks added while the drain runs (by a task, or by another clone of
-    /// the queue) are run by this drain, after the others. If another drain
-    /// of the same queue is running, this one waits for it: two drains never
-    /// run tasks of one queue at the same time, and no task runs twice.
-    ///
-    /// Must be awaited inside a tokio runtime, since sync tasks go to its
-    /// blocking pool. In a server, prefer [`Runner::spawn`](crate::Runner::spawn).
-    ///
-    /// A queue handed to a runner belongs to it: `drain` runs none of its
-    /// tasks (the runner does), and a drain under way when the queue is
-    /// handed over stops after its current task.
-    ///
-    /// A task must not await `drain()` of its own queue: that drain waits
-    /// for the one running the task, which waits for the task, so neither
-    /// ever ends. Under a runner with a
-    /// [`task_timeout`](crate::RunnerBuilder::task_timeout) the task is cut
-    /// off at the timeout; without one, the queue is stuck for good.
-    ///
-    /// # Cancel safety
-    ///
-    /// If the returned future is dropped before it finishes, the task running
-    /// at that moment is abandoned (an async task is dropped at its current
-    /// `.await`, a sync task is let finish), and logged. Tasks not yet
-    /// started stay in the queue for a later drain.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use afterward::TaskQueue;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let queue = TaskQueue::new();
-    /// queue.add_task(|| Err::<(), _>("smtp unreachable"), ());
-    /// queue.add_task(|| println!("still runs"), ());
-    ///
-    /// let report = queue.drain().await;
-    /// assert_eq!((report.failed(), report.completed()), (1, 1));
-    /// # }
-    /// ```
-    pub async fn drain(&self) -> DrainReport {
-        let mut drain = Drain::new(self.inner.clone(), Ctx::direct());
-        drain.run().await;
-        drain.close()
-    }
-
-    pub(crate) fn into_inner(self) -> Arc<Inner> {
-        self.inner
+    /// The queue's shared state, for the drains and the runner.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 }
 
 /// Tasks arriving at a queue: one from `add_task`, or a whole queue's
-/// from `append`. One task goes straight into the queue's list.
+/// from `append`.
 enum Arrivals {
     One(Task),
     Many(TaskList),
 }
 
 impl Arrivals {
-    /// Gives the tasks their positions, after the `added` tasks before them.
-    fn numbered(self, added: &mut usize) -> Arrivals {
-        match self {
-            Arrivals::One(mut task) => {
-                *added += 1;
-                task.info_mut().position = *added;
-                Arrivals::One(task)
-            }
-            Arrivals::Many(mut tasks) => {
-                let mut numbered = TaskList::default();
-                while let Some(mut task) = tasks.pop_front() {
-                    *added += 1;
-                    task.info_mut().position = *added;
-                    numbered.push_back(task);
-                }
-                Arrivals::Many(numbered)
-            }
-        }
-    }
-
     fn len(&self) -> usize {
         match self {
             Arrivals::One(_) => 1,
@@ -476,18 +401,29 @@ impl Arrivals {
         }
     }
 
-    fn push_into(self, list: &mut TaskList) {
+    /// Puts the tasks at the end of `list`. Returns the position of the
+    /// last, and the tasks that arrived tasks with the same key replaced.
+    fn push_into(self, list: &mut TaskList) -> (usize, Vec<Task>) {
         match self {
-            Arrivals::One(task) => list.push_back(task),
-            Arrivals::Many(tasks) => list.append(tasks),
+            Arrivals::One(task) => (list.push(task), Vec::new()),
+            Arrivals::Many(tasks) => {
+                let replaced = list.append(tasks);
+                (list.newest(), replaced)
+            }
         }
     }
 
-    fn into_tasks(self) -> Vec<Task> {
-        match self {
+    /// Gives the tasks their places in `list`'s order without keeping them.
+    fn number(self, list: &mut TaskList) -> (usize, Vec<Task>) {
+        let mut tasks = match self {
             Arrivals::One(task) => vec![task],
             Arrivals::Many(mut tasks) => tasks.take_all(),
+        };
+        let mut last = 0;
+        for task in &mut tasks {
+            last = list.number(task);
         }
+        (last, tasks)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TaskQueue;
 use super::state::settle_removed;
 use crate::condition::RunIf;
-use crate::job::TaskName;
+use crate::task::{TaskName, Why};
 
 /// The task [`TaskQueue::add_task`] just queued, to give it options.
 ///
@@ -46,9 +46,9 @@ impl<'a> QueuedTask<'a> {
     /// its function (`send_welcome_email`, or `handler::{{closure}}`).
     pub fn name(self, name: impl Into<Cow<'static, str>>) -> Self {
         let name = TaskName::given(name.into());
-        self.queue
-            .inner
-            .with_waiting(self.position, |task| task.extra_mut().name = Some(name));
+        if let Some(task) = self.queue.inner.lock().tasks.get_mut(self.position) {
+            task.set_name(name);
+        }
         self
     }
 
@@ -56,36 +56,29 @@ impl<'a> QueuedTask<'a> {
     /// otherwise it is counted `skipped` and logged with the reason. See
     /// [`RunIf`], and "Choosing when a task runs" in the crate docs.
     pub fn run_if(self, condition: RunIf) -> Self {
-        self.queue
-            .inner
-            .with_waiting(self.position, |task| task.info_mut().run_if = condition);
+        if let Some(task) = self.queue.inner.lock().tasks.get_mut(self.position) {
+            task.header_mut().run_if = condition;
+        }
         self
     }
 
-    /// Gives the task a dedupe key. A task with the same key already waiting
-    /// in the queue is removed: the newest one wins and, like any task just
-    /// added, runs after the others. A removed task is dropped unrun; if its
-    /// queue was already handed to a runner, it is counted `skipped` and
-    /// logged.
+    /// Gives the task a dedupe key. Of the tasks waiting in the queue with
+    /// one key, only the newest (the last added, whenever `key` is called)
+    /// stays: it runs in its own place, after the tasks added before it. A
+    /// removed task is dropped unrun; if its queue was already handed to a
+    /// runner, it is counted `skipped` and logged. Keeping a key costs the
+    /// same whatever the queue's length.
     ///
     /// See also [`TaskQueue::forget`].
     pub fn key(self, key: impl Into<Cow<'static, str>>) -> Self {
         let key: Arc<str> = Arc::from(key.into());
-        let position = self.position;
         let mut state = self.queue.inner.lock();
-        let keyed = state
+        let replaced: Vec<_> = state
             .tasks
-            .find_mut(position, |task| task.extra_mut().key = Some(key.clone()));
-        if keyed {
-            let replaced = state
-                .tasks
-                .take_where(|task| task.position() != position && task.key() == Some(&*key));
-            settle_removed(
-                state,
-                replaced,
-                "background task replaced by a newer task with the same key",
-            );
-        }
+            .set_key(self.position, key)
+            .into_iter()
+            .collect();
+        settle_removed(state, replaced, |counted| Why::Replaced { counted });
         self
     }
 }

@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 
 use tokio::sync::futures::OwnedNotified;
 
-use super::shared::{RunState, Shared};
+use super::shared::Shared;
+use super::state::RunState;
 
 impl Shared {
     /// Tasks received and not started: waiting in queues handed over, or

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::queue::{Awaited, Inner};
+use crate::queue::{Awaited, Inner, ReportSlot};
 use crate::report::DrainReport;
 
 /// The report of a drain started by [`Runner::spawn`](crate::Runner::spawn),
@@ -44,15 +44,16 @@ impl DrainHandle {
         }
     }
 
-    /// A handle for the drain just numbered `drain` of `queue`, whose state
-    /// is `awaited`; and where that drain's report must go.
-    pub(crate) fn for_drain(
-        queue: &Arc<Inner>,
-        awaited: &mut Option<Awaited>,
-        drain: u64,
-    ) -> (DrainHandle, ReportTo) {
-        debug_assert!(awaited.is_none(), "a queue was spawned with tasks twice");
-        *awaited = Some(Awaited {
+    /// A handle for the next drain of `queue`, whose report slot is `slot`;
+    /// and where that drain's report must go.
+    pub(crate) fn for_drain(queue: &Arc<Inner>, slot: &mut ReportSlot) -> (DrainHandle, ReportTo) {
+        debug_assert!(
+            slot.awaited.is_none(),
+            "a queue was spawned with tasks twice"
+        );
+        slot.drains += 1;
+        let drain = slot.drains;
+        slot.awaited = Some(Awaited {
             drain,
             report: None,
             waker: None,
@@ -79,7 +80,7 @@ impl ReportTo {
         match self {
             ReportTo::Nobody => {}
             ReportTo::Slot(drain) => {
-                let waker = match &mut queue.lock().awaited {
+                let waker = match &mut queue.lock().report.awaited {
                     Some(awaited) if awaited.drain == drain => {
                         awaited.report = Some(report);
                         awaited.waker.take()
@@ -103,11 +104,12 @@ impl Future for DrainHandle {
             HandleState::Ready(report) => Poll::Ready(report.take().unwrap_or_default()),
             HandleState::Slot { queue, drain } => {
                 let mut state = queue.lock();
-                let Some(awaited) = state.awaited.as_mut().filter(|a| a.drain == *drain) else {
+                let slot = &mut state.report.awaited;
+                let Some(awaited) = slot.as_mut().filter(|a| a.drain == *drain) else {
                     return Poll::Ready(DrainReport::default());
                 };
                 if let Some(report) = awaited.report.take() {
-                    state.awaited = None;
+                    *slot = None;
                     drop(state);
                     self.state = HandleState::Ready(None);
                     return Poll::Ready(report);
@@ -126,8 +128,13 @@ impl Drop for DrainHandle {
     fn drop(&mut self) {
         if let HandleState::Slot { queue, drain } = &self.state {
             let mut state = queue.lock();
-            if state.awaited.as_ref().is_some_and(|a| a.drain == *drain) {
-                state.awaited = None;
+            if state
+                .report
+                .awaited
+                .as_ref()
+                .is_some_and(|a| a.drain == *drain)
+            {
+                state.report.awaited = None;
             }
         }
     }

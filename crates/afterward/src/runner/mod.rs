@@ -1,13 +1,31 @@
 //! `Runner`: where queues are drained, one server's worth of them.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `builder.rs` | `RunnerBuilder` and the settings every drain runs with |
+//! | `handle.rs` | `DrainHandle`: a drain's report, as a future |
+//! | `state.rs` | what the runner's lock guards: phase, drains, workers, queues |
+//! | `shared.rs` | `Shared`, the state every clone shares, and waiting for it to change |
+//! | `backlog.rs` | the backlog's bound and `Capacity`, the wait for room |
+//! | `settle.rs` | queues that will not run: abandoned or refused |
+//! | `worker.rs` | workers: the tokio tasks that run drains |
+//! | `admit.rs` | admission: a queue handed over is started, made to wait, or settled |
+//! | `host.rs` | what queues see of the runner (`Host`) |
+//! | `shutdown.rs` | `Runner::shutdown` and `ShutdownReport` |
+//! | `recorder.rs` | `Recorder`, a runner for tests |
+//! | `mod.rs` | `Runner`, the handle users hold |
 
+mod admit;
 mod backlog;
 mod builder;
 mod handle;
-mod handoff;
+mod host;
 #[cfg(feature = "test-util")]
 mod recorder;
+mod settle;
 mod shared;
 mod shutdown;
+mod state;
 mod worker;
 
 use std::fmt;
@@ -26,9 +44,11 @@ pub use self::recorder::Recorder;
 use self::shared::Shared;
 pub use self::shutdown::ShutdownReport;
 use crate::TaskQueue;
-use crate::queue::{Fate, Host, Task};
-use crate::report::{DrainReport, Kind};
+use crate::counts::TaskOutcome;
+use crate::queue::{Fate, Host};
+use crate::report::DrainReport;
 use crate::stats::Stats;
+use crate::task::{Task, Why, settle};
 
 /// Runs task queues in the background: one per server, shared by every
 /// request.
@@ -44,6 +64,7 @@ use crate::stats::Stats;
 ///
 /// ```text
 /// tasks_received == completed + failed + panicked + timed_out + skipped + abandoned + rejected
+///                   + persisted + persist_failed (with the `durable` feature)
 /// ```
 ///
 /// and every task that did not complete was logged with its name. No task is
@@ -80,26 +101,23 @@ use crate::stats::Stats;
 /// assert_eq!(report.abandoned(), 0);
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct Runner {
     shared: Arc<Shared>,
+    /// Shared by every `Runner` handle, and by them only (queues and drains
+    /// hold `shared`): when the last handle goes, so does this.
+    _handles: Arc<Handles>,
 }
 
-impl Clone for Runner {
-    fn clone(&self) -> Runner {
-        self.shared.handles.fetch_add(1, Relaxed);
-        Runner {
-            shared: self.shared.clone(),
-        }
-    }
-}
+/// The `Runner` handles of one runner, counted by their `Arc`.
+struct Handles(Arc<Shared>);
 
-impl Drop for Runner {
+impl Drop for Handles {
     fn drop(&mut self) {
         // Queues still referring to the runner can start drains, but no
         // worker need wait for them any more.
-        if self.shared.handles.fetch_sub(1, Relaxed) == 1 {
-            self.shared.release_idle();
-        }
+        self.0.orphaned.store(true, Relaxed);
+        self.0.release_idle();
     }
 }
 
@@ -125,8 +143,10 @@ impl Runner {
     }
 
     fn from_parts(handle: Handle, settings: Settings) -> Runner {
+        let shared = Arc::new(Shared::new(handle, settings));
         Runner {
-            shared: Arc::new(Shared::new(handle, settings)),
+            _handles: Arc::new(Handles(shared.clone())),
+            shared,
         }
     }
 
@@ -196,7 +216,7 @@ impl Runner {
     /// # }
     /// ```
     pub fn spawn(&self, queue: TaskQueue) -> DrainHandle {
-        self.shared.spawn(queue.into_inner())
+        self.shared.spawn(queue.inner().clone())
     }
 
     /// Takes every task of `queue` without running it: each is counted
@@ -223,16 +243,16 @@ impl Runner {
     /// # }
     /// ```
     pub fn skip(&self, queue: TaskQueue, reason: &str) -> DrainReport {
-        let inner = queue.into_inner();
+        let inner = queue.inner();
         let (tasks, key, previous) = {
             let mut state = inner.lock();
-            if state.fate != Fate::Open {
+            if state.owner.fate != Fate::Open {
                 return DrainReport::default();
             }
-            state.fate = Fate::Skip;
-            let key = state.take_key();
+            state.owner.fate = Fate::Skip;
+            let key = state.owner.take_key();
             let host: Arc<dyn Host> = self.shared.clone();
-            let previous = state.owner.replace(host);
+            let previous = state.owner.host.replace(host);
             let tasks: Vec<Task> = state.tasks.take_all();
             // Counted under the queue's lock, and before the queue leaves
             // the list of requests in flight: a shutdown that sees it gone,
@@ -240,24 +260,15 @@ impl Runner {
             // find these tasks in the stats.
             self.shared
                 .counters
-                .received_and(Kind::Skipped, tasks.len());
+                .received_and(TaskOutcome::Skipped, tasks.len());
             (tasks, key, previous)
         };
         if let (Some(key), Some(previous)) = (key, previous) {
             previous.unregister(key);
         }
         self.shared.made_room();
-        let report = DrainReport::of(Kind::Skipped, tasks.len());
-        for task in tasks {
-            tracing::warn!(
-                parent: task.parent(),
-                task = task.name().short(),
-                position = task.position(),
-                reason,
-                "background task skipped"
-            );
-            task.discard();
-        }
+        let report = DrainReport::of(TaskOutcome::Skipped, tasks.len());
+        settle(tasks, Why::QueueSkipped(reason));
         report
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::Runner;
-use super::worker::Waiting;
+use super::state::Waiting;
 use crate::drain::Drain;
 use crate::queue::Inner;
 use crate::report::DrainReport;
@@ -79,8 +79,14 @@ impl Recorder {
     }
 
     /// How many queues are kept, not yet run.
-    pub fn queues(&self) -> usize {
+    pub fn queue_count(&self) -> usize {
         self.runner.shared.lock().held.len()
+    }
+
+    #[doc(hidden)]
+    #[deprecated(note = "renamed `queue_count`: `queued` lists task names")]
+    pub fn queues(&self) -> usize {
+        self.queue_count()
     }
 
     /// The names of the tasks kept, queue after queue in hand-off order,
@@ -89,8 +95,8 @@ impl Recorder {
     pub fn queued(&self) -> Vec<String> {
         let mut names = Vec::new();
         for queue in self.held_queues() {
-            let state = queue.lock();
-            state
+            queue
+                .lock()
                 .tasks
                 .for_each(|task| names.push(task.name().short().to_owned()));
         }
@@ -108,10 +114,8 @@ impl Recorder {
                 return total;
             }
             for Waiting { queue, report } in held {
-                let mut drain = Drain::new(queue, self.runner.shared.ctx());
-                drain.run().await;
-                let drained = drain.close();
-                report.send(drain.queue(), drained);
+                let drained = Drain::complete(queue.clone(), self.runner.shared.ctx()).await;
+                report.send(&queue, drained);
                 total += drained;
             }
         }

@@ -4,8 +4,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::shared::{Phase, RunState, Shared};
-use crate::job::TaskName;
+use super::shared::Shared;
+use super::state::{Phase, RunState};
+use crate::task::{TaskName, Why};
 
 /// What [`Runner::shutdown`](crate::Runner::shutdown) had to give up on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub(super) async fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> Shutdo
                 return;
             }
             for waiting in held {
-                shared.abandon_waiting(waiting);
+                shared.settle_waiting(waiting, Why::Abandoned);
             }
         }
     };
@@ -126,20 +127,15 @@ impl Shutting<'_> {
         let (waiting, open) = {
             let mut run = shared.lock();
             run.phase = Phase::Cancelled;
-            // Queues handed to parked workers that have not woken yet are
-            // abandoned with the waiting ones; their workers, woken, find
-            // nothing and end.
-            let handed = std::mem::take(&mut run.handed);
-            shared.fewer_running(&mut run, handed.len());
-            let mut waiting = std::mem::take(&mut run.waiting);
-            waiting.extend(handed);
+            let (mut waiting, handed) = run.take_unstarted();
+            shared.fewer_running(&mut run, handed);
             waiting.extend(std::mem::take(&mut run.held));
             (waiting, std::mem::take(&mut run.open))
         };
         // Running drains stop at their next poll and abandon what is left.
         shared.cancel.cancel();
         for waiting in waiting {
-            shared.abandon_waiting(waiting);
+            shared.settle_waiting(waiting, Why::Abandoned);
         }
         for (_, queue) in open {
             if let Some(queue) = queue.upgrade() {

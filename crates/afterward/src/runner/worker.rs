@@ -1,6 +1,6 @@
 //! Workers: the tokio tasks that run drains, one queue after another.
 //!
-//! A worker starts when a queue is handed off and fewer than
+//! A worker starts when a queue is handed over and fewer than
 //! `max_concurrent_drains` drains run. When its drain ends it takes the next
 //! waiting queue, if any, so waiting queues cost no task of their own.
 
@@ -8,29 +8,20 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
-use std::sync::atomic::Ordering::Relaxed;
-
-use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::handle::ReportTo;
-use super::handoff::Settled;
-use super::shared::{MAX_IDLE_WORKERS, Phase, Shared};
+use super::shared::{MAX_IDLE_WORKERS, Shared};
+use super::state::{Phase, Waiting};
 use crate::drain::Drain;
-use crate::queue::Inner;
 use crate::quiet::take_message;
-
-/// A queue handed off, and where its report goes.
-pub(crate) struct Waiting {
-    pub(crate) queue: Arc<Inner>,
-    pub(crate) report: ReportTo,
-}
+use crate::task::{Rejection, Why};
 
 /// What a worker does after a drain.
-pub(crate) enum Next {
+enum Next {
     Run(Waiting),
     /// Wait, parked, for a queue to be handed over.
     Park,
@@ -39,38 +30,9 @@ pub(crate) enum Next {
 
 /// What a worker was doing when it was dropped.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Was {
+enum Was {
     Running,
     Parked,
-}
-
-/// Set once, at a shutdown's deadline: every drain stops at its next poll.
-#[derive(Debug, Default)]
-pub(crate) struct Cancel {
-    flag: AtomicBool,
-    notify: Notify,
-}
-
-impl Cancel {
-    pub(super) fn cancel(&self) {
-        self.flag.store(true, SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.flag.load(SeqCst)
-    }
-
-    async fn cancelled(&self) {
-        loop {
-            let mut notified = pin!(self.notify.notified());
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// A worker's whole life, starting with `first`.
@@ -222,7 +184,7 @@ impl Drop for Worker {
         if let Some(first) = self.first.take() {
             let shared = &self.shared;
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                shared.settle_waiting(first, Settled::RuntimeGone);
+                shared.settle_waiting(first, Why::Rejected(Rejection::RuntimeGone));
             }));
         }
         self.finish_current();
@@ -238,7 +200,7 @@ impl Shared {
     /// What a worker that finished a drain does next: take the next waiting
     /// queue, park (registered with `wake` under the lock, so no hand-off
     /// can miss it), or end.
-    pub(super) fn next<'a>(&'a self, parked: Pin<&mut Notified<'a>>) -> Next {
+    fn next<'a>(&'a self, parked: Pin<&mut Notified<'a>>) -> Next {
         let mut run = self.lock();
         if let Some(next) = run.waiting.pop_front() {
             return Next::Run(next);
@@ -247,7 +209,7 @@ impl Shared {
         let park = run.phase == Phase::Open
             && !run.runtime_gone
             && run.idle < MAX_IDLE_WORKERS
-            && self.handles.load(Relaxed) > 0;
+            && !self.orphaned.load(Relaxed);
         let next = if park {
             parked.enable();
             run.idle += 1;
@@ -261,7 +223,7 @@ impl Shared {
 
     /// The queue handed to a parked worker that was woken. `None` if it
     /// was woken to end: the runner is shutting down, or has no handle left.
-    pub(super) fn take_handed(&self) -> Option<Waiting> {
+    fn take_handed(&self) -> Option<Waiting> {
         self.lock().handed.pop_front()
     }
 
@@ -276,7 +238,7 @@ impl Shared {
     /// A worker was dropped before it finished: only a runtime that is
     /// shutting down does that. Nothing can run from now on, so the queues
     /// waiting are abandoned, and queues handed off later are refused.
-    pub(super) fn worker_lost(&self, was: Was) {
+    fn worker_lost(&self, was: Was) {
         let waiting = {
             let mut run = self.lock();
             run.runtime_gone = true;
@@ -284,14 +246,12 @@ impl Shared {
                 Was::Running => self.fewer_running(&mut run, 1),
                 Was::Parked => run.idle = run.idle.saturating_sub(1),
             }
-            let handed = std::mem::take(&mut run.handed);
-            self.fewer_running(&mut run, handed.len());
-            let mut waiting = std::mem::take(&mut run.waiting);
-            waiting.extend(handed);
-            waiting
+            let (unstarted, handed) = run.take_unstarted();
+            self.fewer_running(&mut run, handed);
+            unstarted
         };
         for waiting in waiting {
-            self.abandon_waiting(waiting);
+            self.settle_waiting(waiting, Why::Abandoned);
         }
         self.wake_if_watched(self.lock());
     }

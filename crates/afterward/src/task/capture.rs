@@ -1,4 +1,4 @@
-//! Argument capture: turning `add_task(func, (a, b))` into a queued job.
+//! Argument capture: turning `add_task(func, (a, b))` into a queued task.
 //!
 //! The choice between a sync and an async task is made by the type the
 //! function returns, at compile time: `()` and `Result<T, E>` make a sync
@@ -12,7 +12,7 @@ use std::future::Future;
 
 use tracing::Span;
 
-use crate::job::{Outcome, Task};
+use super::{Returned, Task};
 
 /// Types a [`TaskOutput`] impl needs but users never name.
 ///
@@ -21,15 +21,15 @@ use crate::job::{Outcome, Task};
 /// of a public trait.
 #[allow(unreachable_pub, missing_debug_implementations)]
 mod private {
-    /// The queued form of a task; built by [`TaskOutput::into_job`].
+    /// The queued form of a task; built by [`TaskOutput::into_task`].
     ///
-    /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
-    pub struct JobSlot(pub(crate) crate::job::Task);
+    /// [`TaskOutput::into_task`]: super::TaskOutput::into_task
+    pub struct Captured(pub(crate) crate::task::Task);
 
-    /// What a task is reported with; given to [`TaskOutput::into_job`].
+    /// What a task is reported with; given to [`TaskOutput::into_task`].
     ///
-    /// [`TaskOutput::into_job`]: super::TaskOutput::into_job
-    pub struct JobInfo {
+    /// [`TaskOutput::into_task`]: super::TaskOutput::into_task
+    pub struct Capture {
         pub(crate) name: &'static str,
         pub(crate) parent: tracing::Span,
     }
@@ -41,7 +41,7 @@ mod private {
     pub enum Awaited {}
 }
 
-use private::{Awaited, Blocking, JobInfo, JobSlot};
+use private::{Awaited, Blocking, Capture, Captured};
 
 // ===== TaskResult: () or Result<T, E> =====
 
@@ -57,19 +57,19 @@ use private::{Awaited, Blocking, JobInfo, JobSlot};
 )]
 pub trait TaskResult: sealed::Sealed {
     #[doc(hidden)]
-    fn into_outcome(self) -> Outcome;
+    fn into_returned(self) -> Returned;
 }
 
 impl TaskResult for () {
     #[inline]
-    fn into_outcome(self) -> Outcome {
+    fn into_returned(self) -> Returned {
         Ok(())
     }
 }
 
 impl<T, E: fmt::Display> TaskResult for Result<T, E> {
     #[inline]
-    fn into_outcome(self) -> Outcome {
+    fn into_returned(self) -> Returned {
         self.map(drop).map_err(|e| format!("{e:#}"))
     }
 }
@@ -106,19 +106,19 @@ mod sealed {
 )]
 pub trait TaskOutput<Marker>: Sized {
     #[doc(hidden)]
-    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
+    fn into_task<F>(f: F, info: Capture) -> Captured
     where
         F: FnOnce() -> Self + Send + 'static;
 }
 
 impl<R: TaskResult> TaskOutput<Blocking> for R {
     #[inline]
-    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
+    fn into_task<F>(f: F, info: Capture) -> Captured
     where
         F: FnOnce() -> Self + Send + 'static,
     {
-        JobSlot(Task::sync(info.name, info.parent, move || {
-            f().into_outcome()
+        Captured(Task::sync(info.name, info.parent, move || {
+            f().into_returned()
         }))
     }
 }
@@ -129,15 +129,15 @@ where
     Fut::Output: TaskResult,
 {
     #[inline]
-    fn into_job<F>(f: F, info: JobInfo) -> JobSlot
+    fn into_task<F>(f: F, info: Capture) -> Captured
     where
         F: FnOnce() -> Self + Send + 'static,
     {
         // The function is called on the first poll, not here: a closure that
         // returns a future may do work before it does, and that work belongs
         // to the task, not to the handler that queued it.
-        JobSlot(Task::future(info.name, info.parent, async move {
-            f().await.into_outcome()
+        Captured(Task::future(info.name, info.parent, async move {
+            f().await.into_returned()
         }))
     }
 }
@@ -157,7 +157,7 @@ where
 )]
 pub trait TaskFn<Args, Marker>: Send + 'static {
     #[doc(hidden)]
-    fn into_job(self, args: Args, info: JobInfo) -> JobSlot;
+    fn into_task(self, args: Args, info: Capture) -> Captured;
 }
 
 macro_rules! impl_task_fn {
@@ -169,8 +169,8 @@ macro_rules! impl_task_fn {
             $($ty: Send + 'static,)*
         {
             #[inline]
-            fn into_job(self, ($($arg,)*): ($($ty,)*), info: JobInfo) -> JobSlot {
-                Ret::into_job(move || self($($arg),*), info)
+            fn into_task(self, ($($arg,)*): ($($ty,)*), info: Capture) -> Captured {
+                Ret::into_task(move || self($($arg),*), info)
             }
         }
     };
@@ -196,9 +196,9 @@ pub(crate) fn task_of<F, Args, M>(func: F, args: Args, parent: Span) -> Task
 where
     F: TaskFn<Args, M>,
 {
-    let info = JobInfo {
+    let capture = Capture {
         name: type_name::<F>(),
         parent,
     };
-    func.into_job(args, info).0
+    func.into_task(args, capture).0
 }

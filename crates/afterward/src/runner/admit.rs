@@ -1,18 +1,19 @@
-//! The hand-off: how a queue is taken on, handed to a worker, made to
-//! wait, or settled without running (abandoned during a shutdown, refused
-//! after one or past the backlog).
+//! Admission: how the runner takes on a queue handed over to it: handed to
+//! a worker, made to wait, or settled without running (abandoned during a
+//! shutdown, refused after one or past the backlog).
 
 use std::sync::Arc;
 
-use super::DrainHandle;
-use super::handle::ReportTo;
-use super::shared::{Phase, Shared};
-use super::worker::{self, Waiting};
-use crate::job::Task;
+use super::handle::{DrainHandle, ReportTo};
+use super::shared::Shared;
+use super::state::{Phase, Waiting};
+use super::worker;
+use crate::counts::TaskOutcome;
 use crate::queue::{Fate, Host, Inner, State};
-use crate::report::{DrainReport, Kind};
+use crate::report::DrainReport;
+use crate::task::{Rejection, Task, Why, settle};
 
-/// What the hand-off decided for a queue.
+/// What admission decided for a queue.
 enum Admission {
     /// A worker is to be spawned for it.
     Start(ReportTo),
@@ -21,67 +22,38 @@ enum Admission {
     /// It waits for a worker (or, on a recording runner, for the test).
     Waiting,
     /// Its tasks were taken out, to be abandoned or refused.
-    Settled(Settled, Vec<Task>, ReportTo),
-}
-
-/// Why a queue's tasks were settled without running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settled {
-    /// By the shutdown under way.
-    Abandoned,
-    ShutDown,
-    RuntimeGone,
-    BacklogFull,
-}
-
-impl Settled {
-    pub(super) fn kind(self) -> Kind {
-        match self {
-            Settled::Abandoned => Kind::Abandoned,
-            Settled::ShutDown | Settled::RuntimeGone | Settled::BacklogFull => Kind::Rejected,
-        }
-    }
-
-    fn why(self) -> &'static str {
-        match self {
-            Settled::Abandoned => "background task abandoned",
-            Settled::ShutDown => "background task rejected: the runner has shut down",
-            Settled::RuntimeGone => "background task rejected: the runner's runtime is gone",
-            Settled::BacklogFull => {
-                "background task rejected: the runner's backlog is full (max_backlog)"
-            }
-        }
-    }
+    Settled(Why<'static>, Vec<Task>, ReportTo),
 }
 
 impl Shared {
-    /// Hands `inner` over to run. Returns the drain's handle: pending if the
+    /// Takes `inner` on, to run. Returns the drain's handle: pending if the
     /// queue was taken on, ready if it was settled at once.
     pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>) -> DrainHandle {
         let mut state = inner.lock();
-        if matches!(state.fate, Fate::Skip | Fate::Run { scheduled: true }) {
+        if matches!(state.owner.fate, Fate::Skip | Fate::Run { scheduled: true }) {
             // Its fate is decided: a drain of the runner already has it (and
             // will take any task in it), or it was skipped.
             return DrainHandle::ready(DrainReport::default());
         }
-        if state.fate == (Fate::Run { scheduled: false }) && state.tasks.is_empty() {
+        if state.owner.fate == (Fate::Run { scheduled: false }) && state.tasks.is_empty() {
             // Handed off before, and empty: nothing to run, and the runner
             // it was handed to keeps it, for tasks added later.
             return DrainHandle::ready(DrainReport::default());
         }
         // `known`: made for this runner, or handed to it before.
-        let (known, key) = match &state.owner {
-            Some(owner) if self.is(owner) => (true, state.take_key()),
+        let (known, key) = match &state.owner.host {
+            Some(host) if self.is(host) => (true, state.owner.take_key()),
             _ => {
                 let host: Arc<dyn Host> = self.clone();
-                if let (Some(previous), Some(key)) = (state.owner.replace(host), state.take_key()) {
+                let previous = state.owner.host.replace(host);
+                if let (Some(previous), Some(key)) = (previous, state.owner.take_key()) {
                     previous.unregister(key);
                 }
                 (false, None)
             }
         };
         let n = state.tasks.len();
-        state.fate = Fate::Run { scheduled: n > 0 };
+        state.owner.fate = Fate::Run { scheduled: n > 0 };
         if n == 0 {
             drop(state);
             if let Some(key) = key {
@@ -90,29 +62,27 @@ impl Shared {
             return DrainHandle::ready(DrainReport::default());
         }
         self.counters.received(n);
-        state.drains += 1;
-        let drain = state.drains;
-        let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.awaited, drain);
+        let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.report);
         let admission = self.admit(&inner, &mut state, key, known, report);
-        if let Admission::Settled(kind, tasks, _) = &admission {
+        if let Admission::Settled(why, tasks, _) = &admission {
             // Settled at once: the handle has its report now, and needs no
             // slot.
-            state.awaited = None;
-            handle.settle(DrainReport::of(kind.kind(), tasks.len()));
+            state.report.awaited = None;
+            handle.settle(report_of(*why, tasks.len()));
         }
         drop(state);
         self.act(inner, admission);
         handle
     }
 
-    /// Hands over again a queue that got a task after its hand-off, while
-    /// no drain had it.
-    pub(super) fn hand_off_late(self: Arc<Self>, inner: Arc<Inner>) {
+    /// Takes on again a queue that got a task after its hand-off, while no
+    /// drain had it.
+    pub(super) fn admit_late(self: Arc<Self>, inner: Arc<Inner>) {
         let mut state = inner.lock();
         if state.tasks.is_empty() {
             // Its tasks went meanwhile: forgotten, or run by a direct
-            // `drain()` that had the queue when it was handed off.
-            state.fate = Fate::Run { scheduled: false };
+            // `drain()` that had the queue when it was handed over.
+            state.owner.fate = Fate::Run { scheduled: false };
             return;
         }
         let admission = self.admit(&inner, &mut state, None, true, ReportTo::Nobody);
@@ -136,26 +106,28 @@ impl Shared {
         if let Some(key) = key {
             run.open.try_remove(key);
         }
-        let settle = if run.runtime_gone {
-            Some(Settled::RuntimeGone)
+        let refused = if run.runtime_gone {
+            Some(Why::Rejected(Rejection::RuntimeGone))
         } else if run.phase == Phase::Closed {
-            Some(Settled::ShutDown)
+            Some(Why::Rejected(Rejection::ShutDown))
         } else if run.phase == Phase::Cancelled || (run.phase == Phase::Draining && !known) {
-            Some(Settled::Abandoned)
+            Some(Why::Abandoned)
         } else if self.backlog(&run) > self.settings.max_backlog {
-            Some(Settled::BacklogFull)
+            Some(Why::Rejected(Rejection::BacklogFull))
         } else {
             None
         };
-        if let Some(settled) = settle {
-            state.fate = Fate::Run { scheduled: false };
+        if let Some(why) = refused {
+            state.owner.fate = Fate::Run { scheduled: false };
             let tasks: Vec<Task> = state.tasks.take_all();
-            self.counters.count(settled.kind(), tasks.len());
-            if settled == Settled::Abandoned {
-                run.abandoned.extend(tasks.iter().map(|task| task.name()));
+            if matches!(why, Why::Abandoned) {
+                let names: Vec<_> = tasks.iter().map(Task::name).collect();
+                self.count_abandoned(&mut run, &names);
+            } else {
+                self.counters.count(TaskOutcome::Rejected, tasks.len());
             }
             self.wake_if_watched(run);
-            return Admission::Settled(settled, tasks, report);
+            return Admission::Settled(why, tasks, report);
         }
         if self.settings.hold {
             // A recording runner (`Recorder`): kept until the test runs it.
@@ -205,9 +177,9 @@ impl Shared {
             // itself idle, so this wakes one that has not been woken yet.
             Admission::Wake => self.wake.notify_one(),
             Admission::Waiting => {}
-            Admission::Settled(settled, tasks, report) => {
-                report.send(&inner, DrainReport::of(settled.kind(), tasks.len()));
-                settle(settled, tasks);
+            Admission::Settled(why, tasks, report) => {
+                report.send(&inner, report_of(why, tasks.len()));
+                settle(tasks, why);
             }
         }
         // A drain started, or tasks were counted: either can make room.
@@ -215,17 +187,7 @@ impl Shared {
     }
 }
 
-/// Logs and drops tasks that were abandoned or refused; they are counted
-/// already.
-pub(super) fn settle(settled: Settled, tasks: Vec<Task>) {
-    for task in tasks {
-        tracing::error!(
-            parent: task.parent(),
-            task = task.name().short(),
-            position = task.position(),
-            "{}",
-            settled.why()
-        );
-        task.discard();
-    }
+/// The report of `n` tasks settled for `why`.
+fn report_of(why: Why<'_>, n: usize) -> DrainReport {
+    DrainReport::of(why.outcome().unwrap_or(TaskOutcome::Abandoned), n)
 }

@@ -1,0 +1,43 @@
+//! What a drain or a sync batch takes next: the one place a task's run
+//! condition is checked.
+
+use crate::queue::State;
+use crate::task::Task;
+
+/// What is at the front of a queue, for a drain or a sync batch.
+pub(super) enum Front {
+    Empty,
+    /// Taken out: its run condition does not hold, for this reason.
+    Unmet(Task, &'static str),
+    /// A sync task to run, left in place.
+    Sync,
+    /// An async task to run, left in place.
+    Async,
+}
+
+/// Looks at the front of the queue: the one place a task's run condition is
+/// checked. Only a task that will not run is taken out.
+#[inline]
+pub(super) fn look_at_front(state: &mut State) -> Front {
+    let Some(task) = state.tasks.front() else {
+        return Front::Empty;
+    };
+    match task.refuses(state.outcome) {
+        None if task.is_sync() => Front::Sync,
+        None => Front::Async,
+        Some(why) => match take_front(state) {
+            Some(task) => Front::Unmet(task, why),
+            None => Front::Empty,
+        },
+    }
+}
+
+/// Takes the front task out of the queue.
+#[inline]
+pub(super) fn take_front(state: &mut State) -> Option<Task> {
+    let task = state.tasks.pop_front()?;
+    if state.tasks.is_empty() {
+        state.forget_if_emptied();
+    }
+    Some(task)
+}

@@ -1,0 +1,154 @@
+//! The one way out for tasks that will not run: each is logged with its
+//! name and the reason, then dropped through the guard of
+//! [`Task::discard`].
+//!
+//! Counting is the caller's, under whatever lock makes it exact; the
+//! logging and dropping happen here, after that lock is let go, since both
+//! run user code (a subscriber, a destructor).
+
+use tracing::Span;
+
+use super::{Task, TaskName};
+use crate::counts::TaskOutcome;
+
+/// Why tasks are settled without running.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why<'a> {
+    /// Its run condition did not hold; the reason says how.
+    Unmet(&'static str),
+    /// An earlier task of its queue failed, under `StopQueue`.
+    EarlierFailed,
+    /// Its queue was handed to `Runner::skip`, for this reason.
+    QueueSkipped(&'a str),
+    /// It was added to a queue after the queue was skipped.
+    AddedAfterSkip,
+    /// Removed by `TaskQueue::forget`; `counted` once its queue was
+    /// handed over.
+    Forgotten { counted: bool },
+    /// Replaced by a newer task with the same key; `counted` once its queue
+    /// was handed over.
+    Replaced { counted: bool },
+    /// Given up on by a shutdown, or a runtime going away.
+    Abandoned,
+    /// Cut off while being handed to the durable backend.
+    AbandonedInHandoff,
+    /// Refused by the runner.
+    Rejected(Rejection),
+    /// Its durable hand-off failed with this error.
+    #[cfg(feature = "durable")]
+    PersistFailed(&'a str),
+}
+
+/// Why a runner refused tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    BacklogFull,
+    ShutDown,
+    RuntimeGone,
+}
+
+impl Why<'_> {
+    /// What the tasks are counted as, if a runner counts them at all.
+    pub(crate) fn outcome(&self) -> Option<TaskOutcome> {
+        match self {
+            Why::Unmet(_)
+            | Why::EarlierFailed
+            | Why::QueueSkipped(_)
+            | Why::AddedAfterSkip
+            | Why::Forgotten { counted: true }
+            | Why::Replaced { counted: true } => Some(TaskOutcome::Skipped),
+            Why::Forgotten { counted: false } | Why::Replaced { counted: false } => None,
+            Why::Abandoned | Why::AbandonedInHandoff => Some(TaskOutcome::Abandoned),
+            Why::Rejected(_) => Some(TaskOutcome::Rejected),
+            #[cfg(feature = "durable")]
+            Why::PersistFailed(_) => Some(TaskOutcome::PersistFailed),
+        }
+    }
+}
+
+/// Logs each task with `why`, then drops it through its guard.
+pub(crate) fn settle(tasks: impl IntoIterator<Item = Task>, why: Why<'_>) {
+    for task in tasks {
+        log_unrun(&task.name(), task.position(), task.parent(), why);
+        task.discard();
+    }
+}
+
+/// Logs one task that will not run (or stopped running), by its name and
+/// position, in the span it was added under.
+pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Why<'_>) {
+    let task = name.short();
+    match why {
+        Why::Unmet(reason) => {
+            tracing::warn!(parent: parent, task, position, "background task skipped: {reason}");
+        }
+        Why::EarlierFailed => tracing::warn!(
+            parent: parent,
+            task,
+            position,
+            "background task skipped: an earlier task of its queue failed"
+        ),
+        Why::QueueSkipped(reason) => tracing::warn!(
+            parent: parent,
+            task,
+            position,
+            reason,
+            "background task skipped"
+        ),
+        Why::AddedAfterSkip => tracing::warn!(
+            parent: parent,
+            task,
+            position,
+            "background task skipped: it was added after its queue was skipped"
+        ),
+        Why::Forgotten { counted: true } => tracing::warn!(
+            parent: parent,
+            task,
+            position,
+            "background task forgotten (TaskQueue::forget)"
+        ),
+        Why::Forgotten { counted: false } => tracing::debug!(
+            parent: parent,
+            task,
+            position,
+            "background task forgotten (TaskQueue::forget)"
+        ),
+        Why::Replaced { counted: true } => tracing::warn!(
+            parent: parent,
+            task,
+            position,
+            "background task replaced by a newer task with the same key"
+        ),
+        Why::Replaced { counted: false } => tracing::debug!(
+            parent: parent,
+            task,
+            position,
+            "background task replaced by a newer task with the same key"
+        ),
+        Why::Abandoned => {
+            tracing::error!(parent: parent, task, position, "background task abandoned");
+        }
+        Why::AbandonedInHandoff => tracing::error!(
+            parent: parent,
+            task,
+            position,
+            "durable task abandoned during its hand-off: it may or may not have been stored"
+        ),
+        Why::Rejected(rejection) => {
+            let why = match rejection {
+                Rejection::BacklogFull => "the runner's backlog is full (max_backlog)",
+                Rejection::ShutDown => "the runner has shut down",
+                Rejection::RuntimeGone => "the runner's runtime is gone",
+            };
+            tracing::error!(parent: parent, task, position, "background task rejected: {why}");
+        }
+        #[cfg(feature = "durable")]
+        Why::PersistFailed(error) => tracing::error!(
+            parent: parent,
+            task,
+            position,
+            error,
+            "durable task not stored: its hand-off failed; it will not run"
+        ),
+    }
+}

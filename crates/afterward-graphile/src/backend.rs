@@ -6,13 +6,13 @@ use std::time::Duration;
 use afterward::FailurePolicy;
 use afterward::durable::{Chain, DurableBackend, PersistFuture};
 use graphile_worker::WorkerUtils;
-use serde::Serialize;
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use sqlx::types::Json;
 
 use crate::schema::{chains_table, migrate};
 use crate::step::enqueue;
+use crate::stored::StoredStep;
 use crate::{DEFAULT_MAX_ATTEMPTS, DEFAULT_SCHEMA, Error};
 
 /// A [`DurableBackend`] on PostgreSQL: give it to
@@ -103,14 +103,7 @@ impl GraphileBackend {
     /// Stores `chain` and the job of its first step, in one transaction.
     /// Returns `false` if a chain with its id was already stored.
     pub async fn store(&self, chain: &Chain) -> Result<bool, Error> {
-        let steps: Vec<StoredStep<'_>> = chain
-            .steps()
-            .iter()
-            .map(|step| StoredStep {
-                name: step.name(),
-                payload: step.payload(),
-            })
-            .collect();
+        let steps: Vec<StoredStep<'_>> = chain.steps().iter().map(StoredStep::of).collect();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "insert into {} (id, steps, stop_on_failure, max_attempts)
@@ -131,14 +124,6 @@ impl GraphileBackend {
         tx.commit().await?;
         Ok(inserted)
     }
-}
-
-/// A step as the chains table keeps it, serialized without copying its
-/// payload.
-#[derive(Serialize)]
-struct StoredStep<'a> {
-    name: &'a str,
-    payload: &'a serde_json::Value,
 }
 
 impl DurableBackend for GraphileBackend {

@@ -93,12 +93,24 @@
 //! know a step's task fails its attempt (and the step backs off), so roll
 //! out new tasks to the workers before the servers queue them.
 //!
+//! # Where things are
+//!
+//! | file | holds |
+//! |---|---|
+//! | `schema.rs` | the tables: graphile_worker's, and the chains table |
+//! | `stored.rs` | how a chain's steps are written in the chains table |
+//! | `step.rs` | one step on a worker: found in its chain, run, and the chain moved on |
+//! | `tasks.rs` | the durable tasks a worker knows, by name |
+//! | `backend.rs` | [`GraphileBackend`]: a hand-off stores a chain in one transaction |
+//! | `worker.rs` | [`GraphileWorker`]: builds the graphile_worker worker that runs steps |
+//!
 //! [afterward]: https://docs.rs/afterward
 //! [graphile_worker]: https://docs.rs/graphile_worker
 
 mod backend;
 mod schema;
 mod step;
+mod stored;
 mod tasks;
 mod worker;
 

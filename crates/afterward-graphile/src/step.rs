@@ -1,22 +1,22 @@
 //! The worker side of one step: find it in its chain, run it, and move the
 //! chain on in the same transaction that queues the next step.
 
-use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::task::Poll;
+use std::future::Future;
 use std::time::Duration;
 
 use afterward::Step;
+use afterward::durable::guarded;
 use graphile_worker::{
     IntoTaskHandlerResult, JobKeyMode, JobSpec, TaskHandler, WorkerContext, WorkerUtils,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::Instrument;
 
+use crate::stored::StoredStep;
 use crate::tasks::Tasks;
 
 /// The graphile_worker job of one step: which chain, which step.
@@ -63,17 +63,11 @@ pub(crate) async fn enqueue(
 /// A chain's row, as a step sees it.
 #[derive(sqlx::FromRow)]
 struct Row {
-    step: Option<Json<StoredStep>>,
+    step: Option<Json<StoredStep<'static>>>,
     len: i32,
     next_index: i32,
     stop_on_failure: bool,
     max_attempts: i16,
-}
-
-#[derive(Deserialize)]
-struct StoredStep {
-    name: String,
-    payload: Value,
 }
 
 async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
@@ -125,19 +119,19 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     );
     let span = tracing::info_span!(
         "durable_step",
-        task = stored.name,
+        task = &*stored.name,
         chain = job.chain,
         index = job.index,
         attempt,
     );
     let outcome = match tasks.get(&stored.name) {
         Some(run) => {
-            let mut running = run(stored.payload, step.clone());
-            let guarded = poll_fn(|cx| {
-                catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx))).unwrap_or_else(
-                    |panic| Poll::Ready(Err(format!("panicked: {}", panic_message(&*panic)))),
-                )
-            });
+            let running = run(stored.payload.into_owned(), step.clone());
+            let guarded = async {
+                guarded(running)
+                    .await
+                    .unwrap_or_else(|panic| Err(format!("panicked: {panic}")))
+            };
             match tasks.step_timeout {
                 Some(limit) => tokio::time::timeout(limit, guarded)
                     .instrument(span)
@@ -160,7 +154,7 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
         }
         Err(error) if !step.is_last_attempt() => {
             tracing::warn!(
-                task = stored.name,
+                task = &*stored.name,
                 chain = job.chain,
                 index = job.index,
                 attempt,
@@ -172,7 +166,7 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
         }
         Err(error) => {
             tracing::error!(
-                task = stored.name,
+                task = &*stored.name,
                 chain = job.chain,
                 index = job.index,
                 attempt,
@@ -279,7 +273,7 @@ async fn advance(
 /// Ends the chain after a step failed for good under `StopQueue`, naming
 /// the steps that will not run.
 async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Error> {
-    let skipped: Option<(Json<Vec<StoredName>>,)> = sqlx::query_as(AssertSqlSafe(format!(
+    let skipped: Option<(Json<Vec<StoredStep<'static>>>,)> = sqlx::query_as(AssertSqlSafe(format!(
         "update {table} set next_index = jsonb_array_length(steps), finished_at = now(),
              failed_for_good = failed_for_good || $2
          where id = $1 and next_index = $2
@@ -297,26 +291,11 @@ async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Er
         .enumerate()
     {
         tracing::error!(
-            task = step.name,
+            task = &*step.name,
             chain = job.chain,
             index = job.index as usize + 1 + offset,
             "durable step skipped: an earlier step of its chain failed for good"
         );
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct StoredName {
-    name: String,
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
 }

@@ -84,6 +84,8 @@
 //! # }
 //! ```
 
+mod guard;
+
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -94,6 +96,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use self::guard::{Guarded, guarded};
 use crate::report::FailurePolicy;
 
 /// A task described by data, that can leave the process to run elsewhere.

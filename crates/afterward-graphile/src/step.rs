@@ -273,17 +273,18 @@ async fn advance(
 /// Ends the chain after a step failed for good under `StopQueue`, naming
 /// the steps that will not run.
 async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Error> {
-    let skipped: Option<(Json<Vec<StoredStep<'static>>>,)> = sqlx::query_as(AssertSqlSafe(format!(
-        "update {table} set next_index = jsonb_array_length(steps), finished_at = now(),
+    let skipped: Option<(Json<Vec<StoredStep<'static>>>,)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "update {table} set next_index = jsonb_array_length(steps), finished_at = now(),
              failed_for_good = failed_for_good || $2
          where id = $1 and next_index = $2
          returning (select coalesce(jsonb_agg(s), '[]') from jsonb_array_elements(steps)
                     with ordinality as t(s, i) where i > $2 + 1)"
-    )))
-    .bind(&job.chain)
-    .bind(job.index)
-    .fetch_optional(pool)
-    .await?;
+        )))
+        .bind(&job.chain)
+        .bind(job.index)
+        .fetch_optional(pool)
+        .await?;
     for (offset, step) in skipped
         .map(|(Json(steps),)| steps)
         .unwrap_or_default()

@@ -12,7 +12,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::TaskQueue;
+use crate::queue::TaskQueue;
 
 /// A handler takes the request's queue directly; `TaskLayer` put it there.
 ///

@@ -2,7 +2,7 @@
 
 use super::Drain;
 use super::ctx::Ctx;
-use crate::TaskQueue;
+use crate::queue::TaskQueue;
 use crate::report::DrainReport;
 
 impl TaskQueue {

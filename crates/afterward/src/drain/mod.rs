@@ -196,7 +196,11 @@ impl Handoff {
 }
 
 #[cfg(not(feature = "durable"))]
-fn durable_next(_: &Ctx, _: &mut Handoff, _: &mut State) -> Option<(Vec<Task>, crate::Outcome)> {
+fn durable_next(
+    _: &Ctx,
+    _: &mut Handoff,
+    _: &mut State,
+) -> Option<(Vec<Task>, crate::condition::Outcome)> {
     None
 }
 
@@ -215,7 +219,7 @@ enum Next {
     /// Durable tasks for the backend, and the outcome their run conditions
     /// are checked against.
     #[cfg(feature = "durable")]
-    Persist(Box<(Vec<Task>, crate::Outcome)>),
+    Persist(Box<(Vec<Task>, crate::condition::Outcome)>),
 }
 
 impl Drain {

@@ -8,7 +8,7 @@ use std::task::Poll;
 use tracing::Instrument;
 
 use super::ctx::Ctx;
-use crate::Outcome;
+use crate::condition::Outcome;
 use crate::counts::{Counts, TaskOutcome};
 use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture};
 use crate::queue::State;

@@ -150,13 +150,13 @@ impl RunnerBuilder {
         self
     }
 
-    /// Builds a [`Recorder`](crate::Recorder): a runner with these settings
+    /// Builds a [`Recorder`](super::recorder::Recorder): a runner with these settings
     /// that keeps the queues handed to it until the test runs them.
     #[cfg(feature = "test-util")]
     #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-    pub fn build_recorder(mut self) -> crate::Recorder {
+    pub fn build_recorder(mut self) -> super::recorder::Recorder {
         self.settings.hold = true;
-        crate::Recorder::from_runner(self.build())
+        super::recorder::Recorder::from_runner(self.build())
     }
 
     /// Builds the runner.

@@ -182,7 +182,7 @@ impl Task {
     /// `None` if the task runs after a response with `outcome`; otherwise
     /// why it does not.
     #[inline]
-    pub(crate) fn refuses(&self, outcome: crate::Outcome) -> Option<&'static str> {
+    pub(crate) fn refuses(&self, outcome: crate::condition::Outcome) -> Option<&'static str> {
         self.header().run_if.refuses(outcome)
     }
 

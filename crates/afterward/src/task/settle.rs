@@ -6,7 +6,9 @@
 //! logging and dropping happen here, after that lock is let go, since both
 //! run user code (a subscriber, a destructor).
 
-use tracing::Span;
+use std::borrow::Cow;
+
+use tracing::{Level, Span};
 
 use super::{Task, TaskName};
 use crate::counts::TaskOutcome;
@@ -78,61 +80,35 @@ pub(crate) fn settle(tasks: impl IntoIterator<Item = Task>, why: Why<'_>) {
 /// position, in the span it was added under.
 pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Why<'_>) {
     let task = name.short();
-    match why {
-        Why::Unmet(reason) => {
-            tracing::warn!(parent: parent, task, position, "background task skipped: {reason}");
+    let (level, message): (Level, Cow<'_, str>) = match why {
+        Why::Unmet(reason) => (
+            Level::WARN,
+            format!("background task skipped: {reason}").into(),
+        ),
+        Why::EarlierFailed => (
+            Level::WARN,
+            "background task skipped: an earlier task of its queue failed".into(),
+        ),
+        Why::QueueSkipped(reason) => {
+            tracing::warn!(parent: parent, task, position, reason, "background task skipped");
+            return;
         }
-        Why::EarlierFailed => tracing::warn!(
-            parent: parent,
-            task,
-            position,
-            "background task skipped: an earlier task of its queue failed"
+        Why::AddedAfterSkip => (
+            Level::WARN,
+            "background task skipped: it was added after its queue was skipped".into(),
         ),
-        Why::QueueSkipped(reason) => tracing::warn!(
-            parent: parent,
-            task,
-            position,
-            reason,
-            "background task skipped"
+        Why::Forgotten { counted } => (
+            if counted { Level::WARN } else { Level::DEBUG },
+            "background task forgotten (TaskQueue::forget)".into(),
         ),
-        Why::AddedAfterSkip => tracing::warn!(
-            parent: parent,
-            task,
-            position,
-            "background task skipped: it was added after its queue was skipped"
+        Why::Replaced { counted } => (
+            if counted { Level::WARN } else { Level::DEBUG },
+            "background task replaced by a newer task with the same key".into(),
         ),
-        Why::Forgotten { counted: true } => tracing::warn!(
-            parent: parent,
-            task,
-            position,
-            "background task forgotten (TaskQueue::forget)"
-        ),
-        Why::Forgotten { counted: false } => tracing::debug!(
-            parent: parent,
-            task,
-            position,
-            "background task forgotten (TaskQueue::forget)"
-        ),
-        Why::Replaced { counted: true } => tracing::warn!(
-            parent: parent,
-            task,
-            position,
-            "background task replaced by a newer task with the same key"
-        ),
-        Why::Replaced { counted: false } => tracing::debug!(
-            parent: parent,
-            task,
-            position,
-            "background task replaced by a newer task with the same key"
-        ),
-        Why::Abandoned => {
-            tracing::error!(parent: parent, task, position, "background task abandoned");
-        }
-        Why::AbandonedInHandoff => tracing::error!(
-            parent: parent,
-            task,
-            position,
-            "durable task abandoned during its hand-off: it may or may not have been stored"
+        Why::Abandoned => (Level::ERROR, "background task abandoned".into()),
+        Why::AbandonedInHandoff => (
+            Level::ERROR,
+            "durable task abandoned during its hand-off: it may or may not have been stored".into(),
         ),
         Why::Rejected(rejection) => {
             let why = match rejection {
@@ -140,15 +116,26 @@ pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Wh
                 Rejection::ShutDown => "the runner has shut down",
                 Rejection::RuntimeGone => "the runner's runtime is gone",
             };
-            tracing::error!(parent: parent, task, position, "background task rejected: {why}");
+            (
+                Level::ERROR,
+                format!("background task rejected: {why}").into(),
+            )
         }
         #[cfg(feature = "durable")]
-        Why::PersistFailed(error) => tracing::error!(
-            parent: parent,
-            task,
-            position,
-            error,
-            "durable task not stored: its hand-off failed; it will not run"
-        ),
+        Why::PersistFailed(error) => {
+            tracing::error!(
+                parent: parent,
+                task,
+                position,
+                error,
+                "durable task not stored: its hand-off failed; it will not run"
+            );
+            return;
+        }
+    };
+    match level {
+        Level::ERROR => tracing::error!(parent: parent, task, position, "{message}"),
+        Level::WARN => tracing::warn!(parent: parent, task, position, "{message}"),
+        _ => tracing::debug!(parent: parent, task, position, "{message}"),
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use afterward::adapter::{DisconnectPolicy, RequestTasks};
+use afterward::adapter::{DisconnectPolicy, RequestTasks, WithCurrent, with_current};
 use afterward::{Outcome, Runner, TaskQueue};
 use http::{Method, Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
@@ -22,7 +22,8 @@ use crate::outcome::Verdict;
 /// 1. puts a `TaskQueue` into the request's extensions, where the handler
 ///    finds it with `req.extensions().get::<TaskQueue>()` (or axum's
 ///    `TaskQueue` extractor with the `axum` feature, or `Extension<TaskQueue>`);
-/// 2. calls the inner service;
+/// 2. calls the inner service, whose future finds the queue with
+///    [`TaskQueue::current`] too;
 /// 3. wraps the response body in a [`TaskBody`], which hands the queue to the
 ///    [`Runner`] when the body is finished and dropped.
 ///
@@ -122,8 +123,10 @@ impl<S> TaskService<S> {
         self.inner
     }
 
-    /// Gives the request its queue, unless an outer `TaskService` did.
-    fn prepare<B>(&self, req: &mut Request<B>) -> Pending {
+    /// Gives the request its queue, unless an outer `TaskService` did, and
+    /// returns the request's tasks and its queue, for the handler's
+    /// [`TaskQueue::current`].
+    fn prepare<B>(&self, req: &mut Request<B>) -> (Pending, TaskQueue) {
         let no_body_method = match *req.method() {
             Method::HEAD => NoBody::Always,
             Method::CONNECT => NoBody::OnSuccess,
@@ -132,17 +135,20 @@ impl<S> TaskService<S> {
         let extensions = req.extensions_mut();
         // A queue already there was put by an outer `TaskService`, which
         // will hand it over: this one only passes the response through.
-        let request = if extensions.get::<TaskQueue>().is_some() {
-            None
-        } else {
-            let request = RequestTasks::new(&self.runner, self.on_disconnect);
-            extensions.insert(request.queue().clone());
-            Some(request)
+        let (request, queue) = match extensions.get::<TaskQueue>() {
+            Some(queue) => (None, queue.clone()),
+            None => {
+                let request = RequestTasks::new(&self.runner, self.on_disconnect);
+                let queue = request.queue().clone();
+                extensions.insert(queue.clone());
+                (Some(request), queue)
+            }
         };
-        Pending {
+        let pending = Pending {
             request,
             no_body_method,
-        }
+        };
+        (pending, queue)
     }
 }
 
@@ -166,9 +172,9 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn call(&self, mut req: Request<ReqBody>) -> Self::Future {
-        let pending = self.prepare(&mut req);
+        let (pending, queue) = self.prepare(&mut req);
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: with_current(queue, self.inner.call(req)),
             pending,
         }
     }
@@ -194,9 +200,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let pending = self.prepare(&mut req);
+        let (pending, queue) = self.prepare(&mut req);
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: with_current(queue, self.inner.call(req)),
             pending,
         }
     }
@@ -210,8 +216,9 @@ pin_project! {
     /// If it is dropped before the inner service produced a response, or the
     /// inner service fails, the request's tasks are counted `skipped`.
     pub struct ResponseFuture<F> {
+        // The handler, with the request's queue as `TaskQueue::current()`.
         #[pin]
-        inner: F,
+        inner: WithCurrent<F>,
         pending: Pending,
     }
 }

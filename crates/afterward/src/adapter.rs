@@ -12,7 +12,8 @@
 //!    [`RequestTasks`] from the [`Runner`] and puts a clone of its
 //!    [`queue`](RequestTasks::queue) where handlers find it (the request's
 //!    extensions, an extractor);
-//! 2. **calls the handler.** If the handler fails (returns an error rather
+//! 2. **calls the handler**, inside [`with_current`] so that
+//!    [`TaskQueue::current`] finds the queue. If the handler fails (returns an error rather
 //!    than a response), [`RequestTasks::fail`]; if its future is dropped
 //!    first (the client left), dropping the `RequestTasks` does the same.
 //!    Either way the tasks are counted `skipped` and logged;
@@ -73,9 +74,11 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 
 use crate::condition::Outcome;
 use crate::queue::TaskQueue;
+pub use crate::queue::WithCurrent;
 use crate::runner::Runner;
 
 /// What happens to the tasks of a request whose response body was dropped
@@ -279,6 +282,12 @@ impl fmt::Debug for ResponseTasks {
             .field("outcome", &self.outcome)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs `future` (a request's handler) with `queue` as
+/// [`TaskQueue::current`]. Tasks the handler spawns do not inherit it.
+pub fn with_current<F: Future>(queue: TaskQueue, future: F) -> WithCurrent<F> {
+    crate::queue::with_current(queue, future)
 }
 
 /// Records how the response `queue` was filled for ended, for its tasks'

@@ -3,6 +3,7 @@
 //! A queue knows nothing of drains or runners: drains take tasks from it
 //! (see `drain`), and the runner it belongs to is a [`Host`] to it.
 
+mod current;
 #[cfg(feature = "durable")]
 mod durable;
 mod list;
@@ -12,6 +13,8 @@ mod state;
 use std::fmt;
 use std::sync::{Arc, MutexGuard};
 
+pub use self::current::WithCurrent;
+pub(crate) use self::current::with_current;
 use self::list::TaskList;
 pub use self::queued::QueuedTask;
 pub(crate) use self::state::{

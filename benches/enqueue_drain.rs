@@ -66,8 +66,8 @@ fn time_enqueue(bench: &Bench, n: usize, add: &Adder) -> Sample {
 }
 
 fn enqueue(bench: &mut Bench, n: usize) {
-    let names =
-        ["args0", "args1", "args3", "args1+run_if"].map(|case| format!("enqueue/{case}/{n}"));
+    let names = ["args0", "args1", "args3", "args1+run_if", "args1+key"]
+        .map(|case| format!("enqueue/{case}/{n}"));
     if !bench.wants_any(names.iter().map(String::as_str)) {
         return;
     }
@@ -84,8 +84,10 @@ fn enqueue(bench: &mut Bench, n: usize) {
     let floor_name = format!("enqueue/floor: Vec<Box<dyn FnOnce>>/{n}");
     bench.report(&floor_name, "ns", &floor, None);
     // The QueuedTask each returns is ignored, as most callers do; the last
-    // sets an option, which takes the queue's lock once more.
-    let adders: [&Adder; 4] = [
+    // two set an option, which takes the queue's lock once more. Each task
+    // of `args1+key` has a key of its own: its cost per task stays flat
+    // whatever the queue's length.
+    let adders: [&Adder; 5] = [
         &|q, _| {
             q.add_task(noop_sync, ());
         },
@@ -97,6 +99,9 @@ fn enqueue(bench: &mut Bench, n: usize) {
         },
         &|q, i| {
             q.add_task(noop_sync1, (i,)).run_if(RunIf::Success);
+        },
+        &|q, i| {
+            q.add_task(noop_sync1, (i,)).key(i.to_string());
         },
     ];
     for (name, add) in names.iter().zip(adders) {

@@ -129,3 +129,92 @@ async fn grpc_server_stream_cancelled_by_the_client_follows_the_disconnect_polic
         assert_eq!(entries(&journal), ran, "{policy:?}");
     }
 }
+
+// ===== gRPC-Web =====
+
+/// The `Accounts` service as `tonic-web` serves it to browsers, behind
+/// `TaskLayer`: gRPC-Web over HTTP/1.1, whose status travels in the last
+/// frame of the body rather than in HTTP trailers.
+async fn start_web(runner: Runner, journal: Journal) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = grpc::proto::accounts_server::AccountsServer::new(grpc::Accounts { journal });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(afterward_hyper::TaskLayer::new(runner))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// Calls `Register` as a browser's gRPC-Web client does, in binary or text
+/// (base64) mode, over HTTP/1.1; returns the whole response body.
+async fn register_web(addr: std::net::SocketAddr, email: &str, text: bool) -> bytes::Bytes {
+    use base64::Engine;
+    use http_body_util::{BodyExt, Full};
+    use prost::Message;
+
+    let message = RegisterRequest {
+        email: email.into(),
+    }
+    .encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let (content_type, body) = if text {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&frame);
+        ("application/grpc-web-text+proto", encoded.into_bytes())
+    } else {
+        ("application/grpc-web+proto", frame)
+    };
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("http://{addr}/afterward.example.Accounts/Register"))
+        .header("content-type", content_type)
+        .header("accept", content_type)
+        .header("x-grpc-web", "1")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// A successful gRPC-Web call is a success (its status `0` is in the body's
+/// trailer frame), and a failed one a failure, in binary and text mode: the
+/// run conditions follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_run_their_tasks_by_the_status_in_the_trailer_frame() {
+    for text in [false, true] {
+        let runner = Runner::new();
+        let journal = Journal::default();
+        let addr = start_web(runner.clone(), journal.clone()).await;
+        register_web(addr, "ada@example.com", text).await;
+        register_web(addr, "not-an-email", text).await;
+        let stats = settle(&runner).await;
+        assert_eq!(
+            (stats.completed(), stats.skipped()),
+            (4, 2),
+            "text {text}: {stats:?}"
+        );
+        let mut entries = entries(&journal);
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                "audit: register ada@example.com",
+                "audit: register not-an-email",
+                "fraud desk: not-an-email",
+                "welcome email to ada@example.com",
+            ],
+            "text {text}"
+        );
+    }
+}

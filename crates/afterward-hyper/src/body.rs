@@ -103,6 +103,16 @@ impl<B: Body> Body for TaskBody<B> {
         if let Some(trailers) = trailers {
             this.verdict.trailers(trailers);
         }
+        let reads_data = this.verdict.reads_data();
+        if reads_data {
+            if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                let mut slices = [std::io::IoSlice::new(&[]); 16];
+                let n = data.chunks_vectored(&mut slices);
+                for slice in &slices[..n] {
+                    this.verdict.data(slice);
+                }
+            }
+        }
         let completes = !tasks.is_complete()
             && match &frame {
                 None | Some(Err(_)) => true,
@@ -123,7 +133,7 @@ impl<B: Body> Body for TaskBody<B> {
         if completes {
             tasks.complete();
         }
-        if completes || trailers.is_some() {
+        if completes || trailers.is_some() || reads_data {
             tasks.set_outcome(this.verdict.outcome(tasks.is_complete()));
         }
         Poll::Ready(frame)

@@ -143,6 +143,7 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `grpc_web.rs` | a gRPC-Web body's trailer frame, read as it passes |
 //! | `outcome.rs` | a response's outcome from its status and `grpc-status` |
 //! | `body.rs` | [`TaskBody`]: when a response is complete; the hand-off when hyper drops it |
 //! | `service.rs` | [`TaskService`]: a queue per request, the handler's result, the body wrapped |
@@ -158,6 +159,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod grpc_web;
 #[cfg(feature = "tower")]
 mod layer;
 mod outcome;

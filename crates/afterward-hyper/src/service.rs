@@ -41,9 +41,11 @@ use crate::outcome::Verdict;
 /// - At the hand-off it records the response's [`Outcome`]
 ///   for the tasks' run conditions (see [`afterward::RunIf`]): a failure when
 ///   the status is 400 or more, or a `grpc-status` other than `0` was sent
-///   in the headers or the trailers; unknown when a gRPC response
-///   (`content-type: application/grpc…`) was dropped before its status; a
-///   success otherwise.
+///   anywhere (the headers, the trailers, or for gRPC-Web the trailer frame
+///   at the end of the body), even if a `0` came too; for a gRPC response
+///   (`content-type: application/grpc…`), a failure too when the body ended
+///   with no status at all (its client sees a protocol error), and unknown
+///   when the body was dropped before its status; a success otherwise.
 ///
 /// `TaskService` implements hyper's `Service`, and with the `tower` feature
 /// tower's too.
@@ -53,18 +55,24 @@ pub struct TaskService<S> {
     runner: Runner,
     on_disconnect: DisconnectPolicy,
     backpressure: bool,
-    /// While the backlog is full: the wait for room, kept across calls of
-    /// `poll_ready`.
+    /// With back-pressure: the room `poll_ready` reserved, or is waiting for.
     room: Room,
 }
 
-/// A `poll_ready` waiting for room; a clone of the service starts afresh.
+/// The room a `poll_ready` reserved in the backlog for the next `call`, or
+/// the wait for it. A clone of the service starts afresh; dropped unused,
+/// the room is given back.
 #[derive(Default)]
-struct Room(Option<afterward::Capacity>);
+enum Room {
+    #[default]
+    None,
+    Waiting(afterward::Reserve),
+    Reserved(afterward::Reservation),
+}
 
 impl Clone for Room {
     fn clone(&self) -> Room {
-        Room(None)
+        Room::None
     }
 }
 
@@ -76,7 +84,7 @@ impl<S> TaskService<S> {
             runner,
             on_disconnect: DisconnectPolicy::default(),
             backpressure: false,
-            room: Room::default(),
+            room: Room::None,
         }
     }
 
@@ -88,16 +96,20 @@ impl<S> TaskService<S> {
     }
 
     /// With `true`, tower's `poll_ready` is not ready while the runner's
-    /// backlog is full (see `RunnerBuilder::max_backlog` and
-    /// [`Runner::capacity`]). Off by default: a request is then always
-    /// taken, and tasks that do not fit are refused and counted `rejected`.
+    /// backlog is full (see `RunnerBuilder::max_backlog`), and once it is
+    /// ready it has reserved room for the next request ([`Runner::reserve`]):
+    /// that request's tasks are all taken at hand-off, however many, so no
+    /// task of an admitted request is refused. Off by default: a request is
+    /// then always taken, and tasks that do not fit are refused and counted
+    /// `rejected`.
     ///
     /// Put a load shedder or a buffer in front to choose what a full backlog
     /// means: with `tower::load_shed`, requests are answered at once with an
-    /// error (a 503 through axum's `HandleErrorLayer`); with
-    /// `tower::buffer`, they wait until there is room. Only tower's
-    /// `Service` has `poll_ready`: with hyper alone this setting does
-    /// nothing.
+    /// error (a 503 through axum's `HandleErrorLayer`) before any handler
+    /// runs; with `tower::buffer`, they wait until there is room. The
+    /// backlog may pass its bound by the tasks of requests already admitted.
+    /// Only tower's `Service` has `poll_ready`: with hyper alone this
+    /// setting does nothing.
     ///
     /// See [`TaskLayer::backpressure`](crate::TaskLayer::backpressure) for
     /// an example with axum.
@@ -126,7 +138,11 @@ impl<S> TaskService<S> {
     /// Gives the request its queue, unless an outer `TaskService` did, and
     /// returns the request's tasks and its queue, for the handler's
     /// [`TaskQueue::current`].
-    fn prepare<B>(&self, req: &mut Request<B>) -> (Pending, TaskQueue) {
+    fn prepare<B>(
+        &self,
+        req: &mut Request<B>,
+        reservation: Option<afterward::Reservation>,
+    ) -> (Pending, TaskQueue) {
         let no_body_method = match *req.method() {
             Method::HEAD => NoBody::Always,
             Method::CONNECT => NoBody::OnSuccess,
@@ -138,7 +154,10 @@ impl<S> TaskService<S> {
         let (request, queue) = match extensions.get::<TaskQueue>() {
             Some(queue) => (None, queue.clone()),
             None => {
-                let request = RequestTasks::new(&self.runner, self.on_disconnect);
+                let mut request = RequestTasks::new(&self.runner, self.on_disconnect);
+                if let Some(reservation) = reservation {
+                    request = request.with_reservation(reservation);
+                }
                 let queue = request.queue().clone();
                 extensions.insert(queue.clone());
                 (Some(request), queue)
@@ -172,7 +191,7 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn call(&self, mut req: Request<ReqBody>) -> Self::Future {
-        let (pending, queue) = self.prepare(&mut req);
+        let (pending, queue) = self.prepare(&mut req, None);
         ResponseFuture {
             inner: with_current(queue, self.inner.call(req)),
             pending,
@@ -192,15 +211,25 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.backpressure {
-            let room = self.room.0.get_or_insert_with(|| self.runner.capacity());
-            ready!(Pin::new(room).poll(cx));
-            self.room.0 = None;
+            loop {
+                match &mut self.room {
+                    Room::Reserved(_) => break,
+                    Room::Waiting(reserve) => {
+                        self.room = Room::Reserved(ready!(Pin::new(reserve).poll(cx)));
+                    }
+                    Room::None => self.room = Room::Waiting(self.runner.reserve()),
+                }
+            }
         }
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let (pending, queue) = self.prepare(&mut req);
+        let reservation = match std::mem::take(&mut self.room) {
+            Room::Reserved(reservation) => Some(reservation),
+            _ => None,
+        };
+        let (pending, queue) = self.prepare(&mut req, reservation);
         ResponseFuture {
             inner: with_current(queue, self.inner.call(req)),
             pending,

@@ -7,14 +7,19 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
 
 use afterward::{Runner, TaskQueue};
 use afterward_hyper::TaskLayer;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{BoxError, Router};
+use bytes::Bytes;
 use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceBuilder;
 
@@ -156,5 +161,119 @@ async fn a_full_backlog_makes_requests_wait_behind_buffer() {
     s.runner.wait_idle().await;
     let stats = s.runner.stats();
     assert_eq!((stats.completed(), stats.rejected()), (4, 0), "{stats:?}");
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+}
+
+/// Serves `/tasks/N` (N tasks of a few milliseconds each), wrapped by
+/// `wrap`, with one drain slot and room for one waiting task.
+async fn burst_server(
+    wrap: impl FnOnce(Router, Runner) -> Router,
+) -> (Runner, std::net::SocketAddr) {
+    let runner = Runner::builder()
+        .max_concurrent_drains(1)
+        .max_backlog(1)
+        .build();
+    let handler = |Path(n): Path<usize>, tasks: TaskQueue| async move {
+        for _ in 0..n {
+            tasks.add_task(|| tokio::time::sleep(Duration::from_millis(2)), ());
+        }
+        "queued"
+    };
+    let route = Router::new().route("/tasks/{n}", get(handler));
+    let addr = serve_axum(wrap(route, runner.clone())).await;
+    (runner, addr)
+}
+
+/// Sends `requests` requests at once over one HTTP/2 connection and reads
+/// every response; returns their statuses.
+async fn burst(addr: std::net::SocketAddr, requests: usize, path: &str) -> Vec<u16> {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut sent = tokio::task::JoinSet::new();
+    for _ in 0..requests {
+        let mut sender = sender.clone();
+        let req = http::Request::get(format!("http://{addr}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sent.spawn(async move {
+            let response = sender.send_request(req).await.unwrap();
+            let status = response.status().as_u16();
+            response.into_body().collect().await.unwrap();
+            status
+        });
+    }
+    sent.join_all().await
+}
+
+fn buffered(route: Router, runner: Runner) -> Router {
+    route.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }))
+            .buffer(64)
+            .layer(TaskLayer::new(runner).backpressure(true)),
+    )
+}
+
+/// `tower::buffer` calls `poll_ready` and `call` back to back: readiness
+/// must be room reserved for that call, or a burst passes the check and its
+/// tasks are refused at hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_behind_buffer_waits_and_loses_no_task() {
+    let (runner, addr) = burst_server(buffered).await;
+    let statuses = burst(addr, 8, "/tasks/1").await;
+    assert_eq!(statuses, [200; 8]);
+    runner.wait_idle().await;
+    let stats = runner.stats();
+    assert_eq!((stats.completed(), stats.rejected()), (8, 0), "{stats:?}");
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+}
+
+/// Readiness is room for a request, whatever the number of tasks it
+/// queues: a request of five tasks let in is never refused as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_several_tasks_behind_buffer_lose_none() {
+    let (runner, addr) = burst_server(buffered).await;
+    let statuses = burst(addr, 8, "/tasks/5").await;
+    assert_eq!(statuses, [200; 8]);
+    runner.wait_idle().await;
+    let stats = runner.stats();
+    assert_eq!((stats.completed(), stats.rejected()), (40, 0), "{stats:?}");
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+}
+
+/// Behind `load_shed`, each request of a burst is answered 200 (its tasks
+/// taken) or 503 (before its handler ran): no task is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_behind_load_shed_is_served_or_shed_and_loses_no_task() {
+    let (runner, addr) = burst_server(|route, runner| {
+        route.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }))
+                .load_shed()
+                .layer(TaskLayer::new(runner).backpressure(true)),
+        )
+    })
+    .await;
+    let statuses = burst(addr, 400, "/tasks/2").await;
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(served > 0);
+    runner.wait_idle().await;
+    let stats = runner.stats();
+    assert_eq!(
+        (stats.completed(), stats.rejected()),
+        (2 * served, 0),
+        "{stats:?}"
+    );
     assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
 }

@@ -79,6 +79,27 @@ fn respond(path: &str) -> Response<ResBody> {
             message: message(),
             trailers: Some(grpc_status("13")),
         }),
+        // A non-zero status anywhere is a failure, whatever comes later.
+        "/grpc-13-then-0" => {
+            let mut response = grpc(Grpc {
+                message: message(),
+                trailers: Some(grpc_status("0")),
+            });
+            let headers = response.headers_mut();
+            headers.insert("grpc-status", HeaderValue::from_static("13"));
+            response
+        }
+        // A stream that ends, read to its end, with no status anywhere: its
+        // client sees a protocol error.
+        "/grpc-no-status" => {
+            let mut response =
+                Response::new(boxed(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi"))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            response
+        }
         "/grpc-trailers-only" => {
             let mut response = Response::new(boxed(Empty::new()));
             let headers = response.headers_mut();
@@ -174,6 +195,8 @@ async fn the_responses_outcome_decides_which_tasks_run() {
         ("/grpc-ok", success),
         ("/grpc-internal", failure),
         ("/grpc-trailers-only", failure),
+        ("/grpc-13-then-0", failure),
+        ("/grpc-no-status", failure),
         ("/grpc-cut", unknown),
     ];
     for proto in BOTH {

@@ -79,7 +79,7 @@ use std::future::Future;
 use crate::condition::Outcome;
 use crate::queue::TaskQueue;
 pub use crate::queue::WithCurrent;
-use crate::runner::Runner;
+use crate::runner::{Reservation, Runner};
 
 /// What happens to the tasks of a request whose response body was dropped
 /// before it was *complete*.
@@ -132,6 +132,8 @@ struct Handover {
     on_disconnect: DisconnectPolicy,
     /// A queue the response carried; runs after the request's.
     response_queue: Option<TaskQueue>,
+    /// Room the request was admitted with; given back when it is dropped.
+    reservation: Option<Reservation>,
 }
 
 impl Handover {
@@ -142,9 +144,13 @@ impl Handover {
         (self.runner, self.queue)
     }
 
-    fn run(self) {
+    fn run(mut self) {
+        let reservation = self.reservation.take();
         let (runner, queue) = self.merged();
-        runner.spawn(queue);
+        match reservation {
+            Some(reservation) => runner.spawn_reserved(queue, reservation),
+            None => runner.spawn(queue),
+        };
     }
 
     fn skip(self, reason: &str) {
@@ -163,8 +169,20 @@ impl RequestTasks {
                 queue: runner.new_queue(),
                 on_disconnect,
                 response_queue: None,
+                reservation: None,
             }),
         }
+    }
+
+    /// Attaches the room the request was admitted with (see
+    /// [`Runner::reserve`]): every task of its queue is then taken at
+    /// hand-off, whatever the backlog. If the tasks are skipped, or the
+    /// request dropped, the room is given back.
+    pub fn with_reservation(mut self, reservation: Reservation) -> RequestTasks {
+        if let Some(handover) = &mut self.handover {
+            handover.reservation = Some(reservation);
+        }
+        self
     }
 
     /// The request's queue: put a clone where handlers find it.

@@ -28,13 +28,15 @@ pub enum RunIf {
 }
 
 /// How the response a queue was filled for ended, as its adapter saw it;
-/// set with [`TaskQueue::set_outcome`](crate::TaskQueue::set_outcome).
+/// recorded through [`adapter`](crate::adapter).
 ///
-/// `afterward-hyper` sets it when it hands a queue over: a response is a
-/// success when its status is below 400 and, where a `grpc-status` is sent
-/// (in the headers of a trailers-only response, or in the trailers), it is
-/// `0`. A queue nobody set an outcome for (drained directly, or handed to
-/// [`Runner::spawn`](crate::Runner::spawn) by hand) counts as a success.
+/// A response is a success when its status is below 400
+/// ([`Outcome::from_status`]). `afterward-hyper` reads gRPC too: a
+/// `grpc-status` other than `0` anywhere (the headers, the trailers, a
+/// gRPC-Web trailer frame) is a failure, and so is a gRPC body that ends
+/// with no status at all. A queue nobody recorded an outcome for (drained
+/// directly, or handed to [`Runner::spawn`](crate::Runner::spawn) by hand)
+/// counts as a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Outcome {

@@ -82,7 +82,7 @@
 //! returns a [`QueuedTask`] whose [`run_if`](QueuedTask::run_if) makes it
 //! depend on the response's [`Outcome`], which `afterward-hyper` records
 //! when it hands a queue over: a success when the status is below 400 and
-//! any `grpc-status` (in the headers or the trailers) is `0`. A task whose
+//! every `grpc-status` sent is `0`. A task whose
 //! condition does not hold is counted `skipped` and logged with the reason.
 //!
 //! [`RunIf::Success`]: only after a success, as a receipt after an order
@@ -237,6 +237,8 @@ pub use crate::report::{DrainReport, FailurePolicy};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use crate::runner::Recorder;
-pub use crate::runner::{Capacity, DrainHandle, Runner, RunnerBuilder, ShutdownReport};
+pub use crate::runner::{
+    Capacity, DrainHandle, Reservation, Reserve, Runner, RunnerBuilder, ShutdownReport,
+};
 pub use crate::stats::Stats;
 pub use crate::task::{TaskFn, TaskOutput, TaskResult};

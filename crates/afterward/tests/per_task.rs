@@ -139,6 +139,64 @@ async fn a_keyed_task_replaces_the_waiting_one_and_goes_to_the_end() {
     );
 }
 
+/// The newest task added wins, whenever `key` is called: a key given late to
+/// an older task removes that older task, never the newer one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_given_late_to_an_older_task_removes_the_older_one() {
+    let log = Log::default();
+    let queue = TaskQueue::new();
+    let older = record(&log, &queue, "a");
+    record(&log, &queue, "b");
+    record(&log, &queue, "c").key("k");
+    older.key("k");
+    assert_eq!(queue.task_names().len(), 2);
+    queue.drain().await;
+    assert_eq!(*log.lock().unwrap(), ["b", "c"]);
+}
+
+/// Clones of one queue on two threads, adding tasks with one key: the task
+/// added last is the one left, whichever thread keyed last.
+#[test]
+fn the_newest_task_with_a_key_wins_across_threads() {
+    let queue = TaskQueue::new();
+    let order = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for thread in ["a", "b"] {
+            let (queue, order) = (queue.clone(), &order);
+            scope.spawn(move || {
+                for i in 0..500 {
+                    let name = format!("{thread}{i}");
+                    // Added in a known order; keyed in any order.
+                    let added = {
+                        let mut order = order.lock().unwrap();
+                        order.push(name.clone());
+                        queue.add_task(|| (), ()).name(name)
+                    };
+                    added.key("k");
+                }
+            });
+        }
+    });
+    let newest = order.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(queue.task_names(), [newest]);
+}
+
+/// A response's queue appended to its request's keeps the key rule: the
+/// response's task, added to the request's queue after the request's own,
+/// replaces the request's task with the same key.
+#[tokio::test(flavor = "current_thread")]
+async fn keys_dedupe_across_a_request_and_its_response_queue() {
+    let log = Log::default();
+    let request = TaskQueue::new();
+    record(&log, &request, "request's reindex").key("reindex");
+    record(&log, &request, "audit");
+    let response = TaskQueue::new();
+    record(&log, &response, "response's reindex").key("reindex");
+    request.append(&response);
+    assert_eq!(request.drain().await.total(), 2);
+    assert_eq!(*log.lock().unwrap(), ["audit", "response's reindex"]);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn forget_removes_the_waiting_tasks_with_a_key_and_says_how_many() {
     let log = Log::default();

@@ -88,3 +88,56 @@ async fn shutdown_abandons_and_names_the_queues_never_run() {
     assert_eq!(recorder.run().await.total(), 0);
     assert_eq!(ran.load(SeqCst), 0);
 }
+
+/// A recorded queue being run is work in progress: a shutdown waits for it
+/// until its deadline, then cancels it and names every task left, the one
+/// running included; nothing of it runs after the shutdown returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_and_names_a_recorded_queue_being_run() {
+    let recorder = Recorder::new();
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let ran_after = Arc::new(AtomicUsize::new(0));
+    let queue = TaskQueue::new();
+    queue
+        .add_task(
+            move || async move {
+                let _ = started_tx.send(());
+                // Ends only by being cancelled.
+                std::future::pending::<()>().await;
+            },
+            (),
+        )
+        .name("stuck");
+    for name in ["second", "third", "fourth"] {
+        let ran_after = ran_after.clone();
+        queue
+            .add_task(
+                move || {
+                    ran_after.fetch_add(1, SeqCst);
+                },
+                (),
+            )
+            .name(name);
+    }
+    // A second queue, kept and not started when the shutdown comes.
+    let later = TaskQueue::new();
+    later.add_task(|| (), ()).name("later");
+    recorder.runner().spawn(queue);
+    recorder.runner().spawn(later);
+
+    let running = tokio::spawn({
+        let recorder = recorder.clone();
+        async move { recorder.run().await }
+    });
+    started.await.unwrap();
+    let report = recorder.runner().shutdown(Duration::from_millis(100)).await;
+    let mut abandoned = report.abandoned_tasks().to_vec();
+    abandoned.sort();
+    assert_eq!(abandoned, ["fourth", "later", "second", "stuck", "third"]);
+    let drained = running.await.unwrap();
+    assert_eq!(drained.abandoned(), 4);
+    assert_eq!(ran_after.load(SeqCst), 0);
+    let stats = recorder.runner().stats();
+    assert_eq!((stats.tasks_received(), stats.abandoned()), (5, 5));
+    assert_eq!(stats.tasks_received(), stats.accounted());
+}

@@ -28,7 +28,11 @@ enum Admission {
 impl Shared {
     /// Takes `inner` on, to run. Returns the drain's handle: pending if the
     /// queue was taken on, ready if it was settled at once.
-    pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>) -> DrainHandle {
+    ///
+    /// A queue handed over with a reservation (see `Runner::reserve`) is
+    /// never refused for a full backlog: its request was admitted when the
+    /// backlog had room.
+    pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>, reserved: bool) -> DrainHandle {
         let mut state = inner.lock();
         if matches!(state.owner.fate, Fate::Skip | Fate::Run { scheduled: true }) {
             // Its fate is decided: a drain of the runner already has it (and
@@ -63,7 +67,7 @@ impl Shared {
         }
         self.counters.received(n);
         let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.report);
-        let admission = self.admit(&inner, &mut state, key, known, report);
+        let admission = self.admit(&inner, &mut state, key, known, reserved, report);
         if let Admission::Settled(why, tasks, _) = &admission {
             // Settled at once: the handle has its report now, and needs no
             // slot.
@@ -85,7 +89,7 @@ impl Shared {
             state.owner.fate = Fate::Run { scheduled: false };
             return;
         }
-        let admission = self.admit(&inner, &mut state, None, true, ReportTo::Nobody);
+        let admission = self.admit(&inner, &mut state, None, true, false, ReportTo::Nobody);
         drop(state);
         self.act(inner, admission);
     }
@@ -100,6 +104,7 @@ impl Shared {
         state: &mut State,
         key: Option<usize>,
         known: bool,
+        reserved: bool,
         report: ReportTo,
     ) -> Admission {
         let mut run = self.lock();
@@ -112,7 +117,7 @@ impl Shared {
             Some(Why::Rejected(Rejection::ShutDown))
         } else if run.phase == Phase::Cancelled || (run.phase == Phase::Draining && !known) {
             Some(Why::Abandoned)
-        } else if self.backlog(&run) > self.settings.max_backlog {
+        } else if !reserved && self.backlog(&run) > self.settings.max_backlog {
             Some(Why::Rejected(Rejection::BacklogFull))
         } else {
             None

@@ -1,5 +1,6 @@
 //! The backlog: tasks that reached the runner and have not started, its
-//! bound, and `Capacity`, the future that waits for room in it.
+//! bound, `Capacity`, the future that waits for room in it, and
+//! `Reservation`, room taken for a request admitted before its hand-off.
 
 use std::fmt;
 use std::future::Future;
@@ -25,8 +26,14 @@ impl Shared {
         self.backlog_now(run.running)
     }
 
+    /// The backlog and the room reserved for requests admitted: what the
+    /// bound is kept against.
+    fn taken(&self) -> usize {
+        self.backlog_now(self.running_hint.load(Relaxed)) + self.reserved.load(Relaxed)
+    }
+
     fn full(&self) -> bool {
-        self.backlog_now(self.running_hint.load(Relaxed)) >= self.settings.max_backlog
+        self.taken() >= self.settings.max_backlog
     }
 
     /// Wakes the `Capacity` futures waiting, once the backlog has room.
@@ -45,7 +52,7 @@ impl Shared {
     /// Whether `n` more tasks fit, for tasks added to a queue after its
     /// hand-off.
     pub(super) fn has_room_for(&self, n: usize) -> bool {
-        self.backlog_now(self.running_hint.load(Relaxed)) + n <= self.settings.max_backlog
+        self.taken() + n <= self.settings.max_backlog
     }
 }
 
@@ -117,6 +124,70 @@ impl Future for Capacity {
 impl Drop for Capacity {
     fn drop(&mut self) {
         self.stop_waiting();
+    }
+}
+
+/// Waits for room in the runner's backlog, then takes it: the future
+/// [`Runner::reserve`](crate::Runner::reserve) returns.
+///
+/// `Send`, `Unpin` and `'static`, like [`Capacity`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Reserve {
+    capacity: Capacity,
+}
+
+impl Reserve {
+    pub(super) fn new(shared: Arc<Shared>) -> Reserve {
+        Reserve {
+            capacity: Capacity::new(shared),
+        }
+    }
+}
+
+impl Future for Reserve {
+    type Output = Reservation;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reservation> {
+        let this = self.get_mut();
+        if Pin::new(&mut this.capacity).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let shared = this.capacity.shared.clone();
+        shared.reserved.fetch_add(1, Relaxed);
+        Poll::Ready(Reservation { shared })
+    }
+}
+
+/// Room in a runner's backlog, taken for a request admitted before its
+/// queue is handed over: from [`Runner::reserve`](crate::Runner::reserve).
+///
+/// Handed over with its request's queue (see
+/// [`RequestTasks::with_reservation`](crate::adapter::RequestTasks::with_reservation)),
+/// it makes the runner take every task of that queue, whatever the backlog
+/// by then: the request was let in when there was room. Dropped unused (the
+/// request was dropped, or its handler failed), it gives the room back.
+pub struct Reservation {
+    shared: Arc<Shared>,
+}
+
+impl Reservation {
+    /// Whether this reservation was taken from `shared`.
+    pub(super) fn is_for(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.reserved.fetch_sub(1, Relaxed);
+        self.shared.made_room();
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
     }
 }
 

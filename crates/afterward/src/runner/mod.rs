@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-pub use self::backlog::Capacity;
+pub use self::backlog::{Capacity, Reservation, Reserve};
 pub use self::builder::RunnerBuilder;
 pub(crate) use self::builder::Settings;
 pub use self::handle::DrainHandle;
@@ -216,7 +216,17 @@ impl Runner {
     /// # }
     /// ```
     pub fn spawn(&self, queue: TaskQueue) -> DrainHandle {
-        self.shared.spawn(queue.inner().clone())
+        self.shared.spawn(queue.inner().clone(), false)
+    }
+
+    /// [`spawn`](Runner::spawn), for a queue whose request holds a
+    /// reservation of this runner: its tasks are taken whatever the backlog.
+    pub(crate) fn spawn_reserved(&self, queue: TaskQueue, reservation: Reservation) -> DrainHandle {
+        let reserved = reservation.is_for(&self.shared);
+        let handle = self.shared.spawn(queue.inner().clone(), reserved);
+        // Given back only now: the tasks are counted in the backlog.
+        drop(reservation);
+        handle
     }
 
     /// Takes every task of `queue` without running it: each is counted
@@ -294,6 +304,49 @@ impl Runner {
     /// ```
     pub fn capacity(&self) -> Capacity {
         Capacity::new(self.shared.clone())
+    }
+
+    /// Waits until the backlog has room, then takes room for one request:
+    /// back-pressure that cannot be outrun.
+    ///
+    /// [`capacity`](Runner::capacity) only says there is room; between that
+    /// and the hand-off, other requests can take it, and the late ones' tasks
+    /// are refused. A [`Reservation`] instead goes with its request's queue
+    /// (through [`adapter::RequestTasks::with_reservation`]): the runner then
+    /// takes all of that queue's tasks, however many, whatever the backlog
+    /// by then. `afterward-hyper`'s `TaskLayer::backpressure` reserves in
+    /// tower's `poll_ready`, so that behind `tower::buffer` requests wait
+    /// for room, and behind `tower::load_shed` they are refused before they
+    /// are handled, while no admitted request loses a task.
+    ///
+    /// Reserved room counts against
+    /// [`max_backlog`](RunnerBuilder::max_backlog) until the queue is handed
+    /// over or the reservation dropped. The backlog may then pass the bound
+    /// by the tasks of requests already admitted: the bound is where new
+    /// requests start to wait.
+    ///
+    /// [`adapter::RequestTasks::with_reservation`]: crate::adapter::RequestTasks::with_reservation
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use afterward::adapter::{DisconnectPolicy, RequestTasks};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let runner = afterward::Runner::builder().max_backlog(1).build();
+    /// let reservation = runner.reserve().await; // waits while the backlog is full
+    /// let request = RequestTasks::new(&runner, DisconnectPolicy::Run).with_reservation(reservation);
+    /// for n in 0..5 {
+    ///     request.queue().add_task(move || println!("task {n}"), ());
+    /// }
+    /// drop(request.respond(afterward::Outcome::Success, None));
+    /// runner.wait_idle().await;
+    /// assert_eq!(runner.stats().rejected(), 0); // five tasks past a bound of one
+    /// # }
+    /// ```
+    pub fn reserve(&self) -> Reserve {
+        Reserve::new(self.shared.clone())
     }
 
     /// A snapshot of what the runner has done so far.

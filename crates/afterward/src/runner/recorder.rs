@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::Runner;
-use super::state::Waiting;
+use super::shared::Shared;
+use super::state::{Phase, Waiting};
 use crate::drain::Drain;
 use crate::queue::Inner;
 use crate::report::DrainReport;
@@ -106,19 +107,24 @@ impl Recorder {
     /// Runs every queue kept, one after another in hand-off order, as the
     /// runner would have, and returns their reports added up. Queues handed
     /// over meanwhile are run too.
+    ///
+    /// A queue being run is work in progress, like any drain of the runner:
+    /// [`Runner::shutdown`] waits for it until its deadline, then cancels it
+    /// and names what it abandons; the queues not started yet are abandoned
+    /// and named at once.
     pub async fn run(&self) -> DrainReport {
+        let shared = &self.runner.shared;
         let mut total = DrainReport::default();
-        loop {
-            let held = std::mem::take(&mut self.runner.shared.lock().held);
-            if held.is_empty() {
-                return total;
-            }
-            for Waiting { queue, report } in held {
-                let drained = Drain::complete(queue.clone(), self.runner.shared.ctx()).await;
-                report.send(&queue, drained);
-                total += drained;
-            }
+        while let Some(Waiting { queue, report }) = shared.start_held() {
+            let running = Running(shared);
+            let mut drain = Drain::new(queue.clone(), shared.ctx());
+            shared.cancel.unless_cancelled(drain.run()).await;
+            let drained = drain.close();
+            report.send(&queue, drained);
+            total += drained;
+            drop(running);
         }
+        total
     }
 
     /// The queues kept, taken under the runner's lock and then let go: a
@@ -129,6 +135,32 @@ impl Recorder {
             .iter()
             .map(|waiting| waiting.queue.clone())
             .collect()
+    }
+}
+
+/// A recorded queue being run: counted among the running drains until it
+/// ends, however it ends.
+struct Running<'a>(&'a Arc<Shared>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut run = self.0.lock();
+        self.0.fewer_running(&mut run, 1);
+        self.0.wake_if_watched(run);
+    }
+}
+
+impl Shared {
+    /// Takes the oldest queue kept, counted as a running drain; `None` if
+    /// none is kept, or the runner is past its shutdown's deadline.
+    fn start_held(&self) -> Option<Waiting> {
+        let mut run = self.lock();
+        if run.held.is_empty() || matches!(run.phase, Phase::Cancelled | Phase::Closed) {
+            return None;
+        }
+        let next = run.held.remove(0);
+        self.more_running(&mut run, 1);
+        Some(next)
     }
 }
 

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     /// do (read whenever room may have been made).
     pub(super) room: Arc<Notify>,
     pub(super) room_waiters: AtomicUsize,
+    /// Reservations held by requests admitted but not handed over yet: room
+    /// in the backlog that is spoken for.
+    pub(super) reserved: AtomicUsize,
     /// Set when the last `Runner` handle is gone: idle workers leave.
     pub(super) orphaned: AtomicBool,
 }
@@ -57,6 +60,7 @@ impl Shared {
             running_hint: AtomicUsize::new(0),
             room: Arc::new(Notify::new()),
             room_waiters: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
             orphaned: AtomicBool::new(false),
         }
     }

@@ -2,10 +2,12 @@
 //! queues waiting for one, and the requests in flight.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::Poll;
 
 use slab::Slab;
 use tokio::sync::Notify;
@@ -103,6 +105,25 @@ impl Cancel {
 
     pub(super) fn is_cancelled(&self) -> bool {
         self.flag.load(SeqCst)
+    }
+
+    /// Runs `work` until it ends or the runner is cancelled, whichever
+    /// comes first. `work` is polled first, so work that is done is not
+    /// reported as cancelled; the wait for the cancel is set up only once
+    /// `work` has to wait.
+    pub(super) async fn unless_cancelled(&self, work: impl Future<Output = ()>) {
+        if self.is_cancelled() {
+            return;
+        }
+        let mut work = pin!(work);
+        let mut cancelled = pin!(self.cancelled());
+        poll_fn(|cx| {
+            if work.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            cancelled.as_mut().poll(cx)
+        })
+        .await;
     }
 
     pub(super) async fn cancelled(&self) {

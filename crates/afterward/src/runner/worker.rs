@@ -111,23 +111,9 @@ impl Worker {
 
     async fn work(&mut self) {
         let shared = self.shared.clone();
-        // Polled only once a drain has to wait, so a drain that finishes in
-        // one poll never registers with the `Notify`.
-        let mut cancelled = pin!(shared.cancel.cancelled());
         loop {
             if let Some(current) = &mut self.current {
-                if !shared.cancel.is_cancelled() {
-                    let mut drain = pin!(current.drain.run());
-                    // The drain is polled first, so a drain that is done is
-                    // not reported as cancelled.
-                    poll_fn(|cx| {
-                        if drain.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(());
-                        }
-                        cancelled.as_mut().poll(cx)
-                    })
-                    .await;
-                }
+                shared.cancel.unless_cancelled(current.drain.run()).await;
             }
             self.finish_current();
             let mut parked = pin!(shared.wake.notified());

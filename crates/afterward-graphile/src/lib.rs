@@ -10,34 +10,38 @@
 //! # Guarantees
 //!
 //! - **Stored at hand-off, and only then.** A failed handler or a skipped
-//!   disconnect stores nothing. A hand-off that fails (database unreachable)
-//!   is logged with the tasks' names and counted
-//!   [`persist_failed`](afterward::Stats::persist_failed); the response is
-//!   not affected. A chain handed off twice is stored once.
+//!   disconnect stores nothing. Hand-offs that arrive together share one
+//!   transaction. The answer is exact: a hand-off counted
+//!   [`persist_failed`](afterward::Stats::persist_failed) stored nothing
+//!   and never runs; one counted `persisted` was stored. The time limit
+//!   covers getting a connection and the statement, never a commit already
+//!   sent; if a commit's answer is lost, the transaction's fate is looked up
+//!   by its id, and only if the database cannot say in time is the hand-off
+//!   counted [`persist_unknown`](afterward::Stats::persist_unknown). A chain
+//!   handed off twice (the same task ids) is stored once.
 //! - **In order.** A chain has one graphile_worker job at a time: step
-//!   *n + 1* is queued in the transaction that records step *n* done.
-//! - **At least once.** A failed attempt is retried with graphile_worker's
-//!   stored exponential backoff (`exp(min(attempt, 10))` seconds), up to
+//!   *n + 1*'s job is queued by the same statement that records step *n*.
+//! - **At least once, and never again once done.** A failed attempt is
+//!   retried with graphile_worker's stored exponential backoff
+//!   (`exp(min(attempt, 10))` seconds), up to
 //!   [`max_attempts`](GraphileBackend::max_attempts). A worker that dies
 //!   mid-step is found by crash recovery and the step runs again elsewhere.
-//!   So a step may run more than once: after a failed attempt, when its
-//!   worker died before recording it, or when recording it failed for longer
-//!   than the worker's [`bookkeeping_budget`](GraphileWorker::bookkeeping_budget)
-//!   (a database error within it is retried and costs no attempt). Steps
-//!   recorded done are never run again. A step that hangs is cut off by
-//!   [`step_timeout`](GraphileWorker::step_timeout), if set. Each step carries an idempotency key,
-//!   [`Step::idempotency_key`](afterward::Step::idempotency_key) (chain id
-//!   and index), the same on every attempt: give it to the outside world.
-//! - **Failure policy.** After a step's last failed attempt, the runner's
-//!   [`FailurePolicy`](afterward::FailurePolicy) decides:
-//!   `Continue` runs the next steps, `StopQueue` ends the chain and logs
-//!   each step it drops. The chain row lists the steps that failed for good
-//!   (`failed_for_good`), and the failed job stays in graphile_worker's
-//!   `jobs` with its last error (unless its worker died before recording
-//!   it).
-//! - **Hand-off time.** A hand-off is bounded by the backend's
-//!   [`timeout`](GraphileBackend::timeout), 5 s by default.
-//!
+//!   A step recorded done never runs again: its job is removed by the
+//!   statement that records it. A step that hangs is cut off by
+//!   [`step_timeout`](GraphileWorker::step_timeout), if set. Each step
+//!   carries an idempotency key, [`Step::idempotency_key`](afterward::Step::idempotency_key)
+//!   (its task's id), the same on every attempt: give it to the outside
+//!   world.
+//! - **Failing for good.** After a step's last attempt, or at once when no
+//!   attempt can do better (its payload no longer deserializes, no worker
+//!   knows its task, or [`DurableTask::is_final`](afterward::DurableTask::is_final)
+//!   says so), the step fails for good, with its reason; then the runner's
+//!   [`FailurePolicy`](afterward::FailurePolicy) decides: `Continue` runs the
+//!   next steps, `StopQueue` drops them, logging each.
+//! - **Visible.** [`GraphileBackend::status`] tells where a task stands by
+//!   its [`TaskId`](afterward::TaskId), and [`GraphileBackend::prune`]
+//!   deletes finished chains.
+
 //! # Example
 //!
 //! ```no_run
@@ -82,39 +86,45 @@
 //!
 //! # Costs and limits
 //!
-//! A hand-off is one transaction (two statements: the chain row, the first
-//! job) before the queue's in-process tasks run; each step is a
-//! graphile_worker job plus one transaction that records it and queues the
-//! next. Payloads are JSON in the chains table. Finished chains stay in the
-//! table (with `finished_at` set) as a record of what ran; delete old rows
-//! when you no longer need them. Steps of one chain never run in parallel,
-//! so a long chain is as slow as the sum of its steps and their retries.
-//! While workers of two versions share a database, a worker that does not
-//! know a step's task fails its attempt (and the step backs off), so roll
-//! out new tasks to the workers before the servers queue them.
+//! A hand-off is one statement in one transaction (with `BEGIN` and
+//! `COMMIT`), shared by all the hand-offs that arrive together, before the
+//! queue's in-process tasks run. A step is its graphile_worker job (fetched
+//! and completed in batches) plus one statement that records it, removes
+//! its job and queues the next. Payloads are JSON, in `afterward_steps` and
+//! in the step's job. Finished chains stay in `afterward_steps` as a record
+//! of what ran, until [`GraphileBackend::prune`] deletes them. Steps of one
+//! chain never run in parallel, so a long chain is as slow as the sum of
+//! its steps and their retries. A worker that does not know a step's task
+//! fails it for good, so roll out new tasks to the workers before the
+//! servers queue them.
 //!
 //! # Where things are
 //!
 //! | file | holds |
 //! |---|---|
-//! | `schema.rs` | the tables: graphile_worker's, and the chains table |
-//! | `stored.rs` | how a chain's steps are written in the chains table |
-//! | `step.rs` | one step on a worker: found in its chain, run, and the chain moved on |
+//! | `schema.rs` | the schema's name, checked, and the tables: graphile_worker's and `afterward_steps` |
+//! | `sql.rs` | every statement afterward sends, written once per schema |
+//! | `status.rs` | [`TaskStatus`] and [`TaskState`] |
+//! | `handoff.rs` | hand-offs stored together, each with its exact answer |
 //! | `tasks.rs` | the durable tasks a worker knows, by name |
-//! | `backend.rs` | [`GraphileBackend`]: a hand-off stores a chain in one transaction |
-//! | `worker.rs` | [`GraphileWorker`]: builds the graphile_worker worker that runs steps |
+//! | `step.rs` | one step on a worker: run from its job, recorded, the next queued |
+//! | `backend.rs` | [`GraphileBackend`]: hand-offs, the transactional outbox, status and pruning |
+//! | `worker.rs` | [`GraphileWorker`]: the graphile_worker worker that runs steps, and its upkeep |
 //!
 //! [afterward]: https://docs.rs/afterward
 //! [graphile_worker]: https://docs.rs/graphile_worker
 
 mod backend;
+mod handoff;
 mod schema;
+mod sql;
+mod status;
 mod step;
-mod stored;
 mod tasks;
 mod worker;
 
 pub use crate::backend::GraphileBackend;
+pub use crate::status::{TaskState, TaskStatus};
 pub use crate::worker::GraphileWorker;
 pub use graphile_worker;
 pub use graphile_worker::WorkerRecoveryConfig;
@@ -123,7 +133,7 @@ pub use graphile_worker::WorkerRecoveryConfig;
 /// graphile_worker's.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The schema of graphile_worker's tables and the chains table, unless set.
+/// The schema of graphile_worker's tables and `afterward_steps`, unless set.
 pub const DEFAULT_SCHEMA: &str = "graphile_worker";
 
 const DEFAULT_MAX_ATTEMPTS: i16 = 8;

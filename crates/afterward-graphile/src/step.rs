@@ -1,33 +1,36 @@
-//! The worker side of one step: find it in its chain, run it, and move the
-//! chain on in the same transaction that queues the next step.
+//! The worker side of one step: run it from what its job carries, then
+//! record how it ended in one statement that also removes its job and
+//! queues the next step.
+//!
+//! The job is removed in the same statement that records the step done, so
+//! a step recorded done never runs again, even if its worker dies before
+//! graphile_worker completes the job; and a step that has a job is not done,
+//! so nothing needs to be read before running it.
 
 use std::future::Future;
 use std::time::Duration;
 
-use afterward::Step;
 use afterward::durable::guarded;
-use graphile_worker::{
-    IntoTaskHandlerResult, JobKeyMode, JobSpec, TaskHandler, WorkerContext, WorkerUtils,
-};
+use afterward::{Step, TaskId};
+use graphile_worker::{IntoTaskHandlerResult, TaskHandler, WorkerContext};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sqlx::AssertSqlSafe;
+use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool};
 use tracing::Instrument;
 
-use crate::stored::StoredStep;
-use crate::tasks::Tasks;
+use crate::sql::IDENTIFIER;
+use crate::tasks::{StepError, Tasks};
 
-/// The graphile_worker job of one step: which chain, which step.
+/// The graphile_worker job of one step: everything the step needs to run.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StepJob {
+    step: String,
     chain: String,
     index: i32,
+    name: String,
+    payload: Value,
 }
-
-/// graphile_worker's task identifier for every step of every chain.
-pub(crate) const IDENTIFIER: &str = "afterward_step";
 
 impl TaskHandler for StepJob {
     const IDENTIFIER: &'static str = IDENTIFIER;
@@ -37,266 +40,202 @@ impl TaskHandler for StepJob {
     }
 }
 
-/// Queues step `index` of `chain`, inside `tx`. The job key makes a second
-/// queueing of the same step a no-op while the first is stored.
-pub(crate) async fn enqueue(
-    utils: &WorkerUtils,
-    tx: &mut Transaction<'static, Postgres>,
-    chain: &str,
+/// A step dropped from its chain, as the failed statement reports it.
+#[derive(Deserialize)]
+struct Dropped {
     index: i32,
-    max_attempts: i16,
-) -> Result<(), crate::Error> {
-    let spec = JobSpec {
-        job_key: Some(format!("afterward:{chain}:{index}")),
-        job_key_mode: Some(JobKeyMode::UnsafeDedupe),
-        max_attempts: Some(max_attempts),
-        ..JobSpec::default()
-    };
-    utils
-        .clone()
-        .with_executor(tx)
-        .add_raw_job(IDENTIFIER, json!({ "chain": chain, "index": index }), spec)
-        .await?;
-    Ok(())
-}
-
-/// A chain's row, as a step sees it.
-#[derive(sqlx::FromRow)]
-struct Row {
-    step: Option<Json<StoredStep<'static>>>,
-    len: i32,
-    next_index: i32,
-    stop_on_failure: bool,
-    max_attempts: i16,
+    name: String,
+    id: String,
 }
 
 async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     let Some(tasks) = ctx.get_ext::<Tasks>().cloned() else {
-        return Err("afterward_step jobs need a worker built by GraphileWorker".to_owned());
+        return Err(format!(
+            "{IDENTIFIER} jobs need a worker built by GraphileWorker"
+        ));
+    };
+    let Ok(id) = job.step.parse::<TaskId>() else {
+        return Err(format!("a step job with a malformed id: {:?}", job.step));
     };
     let pool = ctx.pg_pool().clone();
-    let table = tasks.table.clone();
-    let read = format!(
-        "select steps -> $2 as step, jsonb_array_length(steps) as len, next_index,
-                stop_on_failure, max_attempts
-         from {table} where id = $1"
-    );
-    let row: Option<Row> = retrying(&tasks, &job, "reading its chain", || {
-        sqlx::query_as(AssertSqlSafe(read.clone()))
-            .bind(&job.chain)
-            .bind(job.index)
-            .fetch_optional(&pool)
-    })
-    .await?;
-    let Some(mut row) = row else {
-        tracing::warn!(
-            chain = job.chain,
-            index = job.index,
-            "step of an unknown chain ignored"
-        );
-        return Ok(());
-    };
-    if row.next_index != job.index {
-        // Already past it: this step finished, and its chain moved on, but
-        // its job was not marked done (the worker died in between).
-        tracing::info!(
-            chain = job.chain,
-            index = job.index,
-            "step already done: not run again"
-        );
-        return Ok(());
-    }
-    let Some(Json(stored)) = row.step.take() else {
-        return Err(format!("chain {} has no step {}", job.chain, job.index));
-    };
-    let attempt = u32::try_from(*ctx.job().attempts()).unwrap_or(1);
-    let max_attempts = u32::try_from(*ctx.job().max_attempts()).unwrap_or(1);
+    let job_id = *ctx.job().id();
+    let attempt = *ctx.job().attempts();
+    let max_attempts = *ctx.job().max_attempts();
     let step = Step::new(
+        id,
         job.chain.as_str(),
-        job.index as usize,
-        attempt,
-        max_attempts,
+        job.index.max(0) as usize,
+        u32::try_from(attempt).unwrap_or(1),
+        u32::try_from(max_attempts).unwrap_or(1),
     );
     let span = tracing::info_span!(
         "durable_step",
-        task = &*stored.name,
+        task = job.name,
+        id = %id,
         chain = job.chain,
         index = job.index,
         attempt,
     );
-    let outcome = match tasks.get(&stored.name) {
-        Some(run) => {
-            let running = run(stored.payload.into_owned(), step.clone());
-            let guarded = async {
-                guarded(running)
-                    .await
-                    .unwrap_or_else(|panic| Err(format!("panicked: {panic}")))
-            };
-            match tasks.step_timeout {
-                Some(limit) => tokio::time::timeout(limit, guarded)
-                    .instrument(span)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {limit:?}"))),
-                None => guarded.instrument(span).await,
-            }
-        }
-        None => Err(format!(
-            "no task named {:?} is registered with this worker",
-            stored.name
-        )),
+    let ran = run(&tasks, &job.name, job.payload, step.clone())
+        .instrument(span)
+        .await;
+    let at = Bookkeeping {
+        tasks: &tasks,
+        pool: &pool,
+        id,
+        job_id,
+        attempt,
     };
-    let moved = match &outcome {
+    match ran {
         Ok(()) => {
-            retrying(&tasks, &job, "recording it done", || {
-                advance(&tasks.utils, &pool, &table, &job, &row, false)
+            at.retrying("recording it done", |pool| {
+                sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(tasks.statements.done.as_str()))
+                    .bind(id.to_string())
+                    .bind(job_id)
+                    .bind(attempt)
+                    .fetch_one(pool)
             })
-            .await
+            .await?;
+            Ok(())
         }
-        Err(error) if !step.is_last_attempt() => {
+        Err(error) if error.is_final || step.is_last_attempt() => {
+            tracing::error!(
+                task = job.name,
+                id = %id,
+                chain = job.chain,
+                index = job.index,
+                attempt,
+                error = %error.message,
+                "durable step failed for good"
+            );
+            let (_, dropped) = at
+                .retrying("recording it failed", |pool| {
+                    sqlx::query_as::<_, (i64, Json<Vec<Dropped>>)>(AssertSqlSafe(
+                        tasks.statements.failed.as_str(),
+                    ))
+                    .bind(id.to_string())
+                    .bind(job_id)
+                    .bind(attempt)
+                    .bind(&error.message)
+                    .fetch_one(pool)
+                })
+                .await?;
+            for step in dropped.0 {
+                tracing::error!(
+                    task = step.name,
+                    id = step.id,
+                    chain = job.chain,
+                    index = step.index,
+                    "durable step dropped: an earlier step of its chain failed for good"
+                );
+            }
+            // Its job is gone with the record: nothing for graphile_worker
+            // to retry.
+            Ok(())
+        }
+        Err(error) => {
             tracing::warn!(
-                task = &*stored.name,
+                task = job.name,
+                id = %id,
                 chain = job.chain,
                 index = job.index,
                 attempt,
                 max_attempts,
-                error = %error,
+                error = %error.message,
                 "durable step failed; graphile_worker will retry it after its backoff"
             );
-            Ok(())
+            // For its status; if this fails, the job's own error stays.
+            let _ = sqlx::query(AssertSqlSafe(tasks.statements.last_error.as_str()))
+                .bind(id.to_string())
+                .bind(&error.message)
+                .execute(&pool)
+                .await;
+            Err(error.message)
         }
-        Err(error) => {
-            tracing::error!(
-                task = &*stored.name,
-                chain = job.chain,
-                index = job.index,
-                attempt,
-                error = %error,
-                "durable step failed for good"
-            );
-            if row.stop_on_failure {
-                retrying(&tasks, &job, "stopping its chain", || {
-                    stop(&pool, &table, &job)
-                })
-                .await
-            } else {
-                retrying(&tasks, &job, "recording it failed", || {
-                    advance(&tasks.utils, &pool, &table, &job, &row, true)
-                })
-                .await
-            }
-        }
+    }
+}
+
+/// Runs the step's task, its panics caught and its time limited.
+async fn run(tasks: &Tasks, name: &str, payload: Value, step: Step) -> Result<(), StepError> {
+    let Some(run) = tasks.get(name) else {
+        return Err(StepError {
+            message: format!("no task named {name:?} is registered with this worker"),
+            is_final: true,
+        });
     };
-    // If the chain could not be moved on even after retrying, the step
-    // counts as a failed attempt, to be run again: it ran, but nothing
-    // records that.
-    moved?;
-    outcome
+    let running = guarded(run(payload, step));
+    let ran = match tasks.step_timeout {
+        Some(limit) => tokio::time::timeout(limit, running)
+            .await
+            .unwrap_or_else(|_| {
+                Ok(Err(StepError {
+                    message: format!("timed out after {limit:?}"),
+                    is_final: false,
+                }))
+            }),
+        None => running.await,
+    };
+    ran.unwrap_or_else(|panic| {
+        Err(StepError {
+            message: format!("panicked: {panic}"),
+            is_final: false,
+        })
+    })
 }
 
-/// Runs a database operation of the chain's bookkeeping until it succeeds,
-/// backing off from 100 ms to 10 s, for up to the worker's bookkeeping
-/// budget: a blip (a failover, a full pool) must not cost the step an
-/// attempt, least of all its last one, which would leave the chain stopped.
-async fn retrying<T, E, Fut>(
-    tasks: &Tasks,
-    job: &StepJob,
-    what: &str,
-    mut op: impl FnMut() -> Fut,
-) -> Result<T, String>
-where
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let give_up = tokio::time::Instant::now() + tasks.bookkeeping_budget;
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(error) if tokio::time::Instant::now() + pause < give_up => {
-                tracing::warn!(
-                    chain = job.chain,
-                    index = job.index,
-                    error = %error,
-                    "durable step: {what} failed; retrying in {pause:?}"
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-            Err(error) => {
-                tracing::error!(
-                    chain = job.chain,
-                    index = job.index,
-                    error = %error,
-                    "durable step: {what} failed for {:?}; the step counts as a failed \
-                     attempt, and if it was the last, the chain stops at this step",
-                    tasks.bookkeeping_budget
-                );
-                return Err(format!("chain {}: {what}: {error}", job.chain));
+/// Where a step's bookkeeping is done.
+struct Bookkeeping<'a> {
+    tasks: &'a Tasks,
+    pool: &'a PgPool,
+    id: TaskId,
+    job_id: i64,
+    attempt: i16,
+}
+
+impl Bookkeeping<'_> {
+    /// Runs a statement of the step's bookkeeping until it succeeds, backing
+    /// off from 100 ms to 10 s, for up to the worker's bookkeeping budget: a
+    /// blip (a failover, a full pool) must not cost the step an attempt.
+    /// Past it the attempt counts as failed, and the step will run again;
+    /// if it was the last attempt, the worker's repair finds its chain
+    /// stopped and queues the step again.
+    async fn retrying<'p, T, Fut>(
+        &'p self,
+        what: &str,
+        mut op: impl FnMut(&'p PgPool) -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let give_up = tokio::time::Instant::now() + self.tasks.bookkeeping_budget;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match op(self.pool).await {
+                Ok(value) => return Ok(value),
+                Err(error) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(
+                        id = %self.id,
+                        job = self.job_id,
+                        attempt = self.attempt,
+                        error = %error,
+                        "durable step: {what} failed; retrying in {pause:?}"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        id = %self.id,
+                        job = self.job_id,
+                        attempt = self.attempt,
+                        error = %error,
+                        "durable step: {what} failed for {:?}; the attempt counts as failed and the \
+                         step will run again",
+                        self.tasks.bookkeeping_budget
+                    );
+                    return Err(format!("step {}: {what}: {error}", self.id));
+                }
             }
         }
     }
-}
-
-/// Records step `index` as done (or `failed` for good) and queues the next,
-/// in one transaction.
-async fn advance(
-    utils: &WorkerUtils,
-    pool: &PgPool,
-    table: &str,
-    job: &StepJob,
-    row: &Row,
-    failed: bool,
-) -> Result<(), crate::Error> {
-    let next = job.index + 1;
-    let mut tx = pool.begin().await?;
-    let moved = sqlx::query(AssertSqlSafe(format!(
-        "update {table} set next_index = $2,
-             finished_at = case when $2 >= jsonb_array_length(steps) then now() end,
-             failed_for_good = failed_for_good || $3
-         where id = $1 and next_index = $4"
-    )))
-    .bind(&job.chain)
-    .bind(next)
-    .bind(if failed { vec![job.index] } else { Vec::new() })
-    .bind(job.index)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if moved && next < row.len {
-        enqueue(utils, &mut tx, &job.chain, next, row.max_attempts).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Ends the chain after a step failed for good under `StopQueue`, naming
-/// the steps that will not run.
-async fn stop(pool: &PgPool, table: &str, job: &StepJob) -> Result<(), crate::Error> {
-    let skipped: Option<(Json<Vec<StoredStep<'static>>>,)> =
-        sqlx::query_as(AssertSqlSafe(format!(
-            "update {table} set next_index = jsonb_array_length(steps), finished_at = now(),
-             failed_for_good = failed_for_good || $2
-         where id = $1 and next_index = $2
-         returning (select coalesce(jsonb_agg(s), '[]') from jsonb_array_elements(steps)
-                    with ordinality as t(s, i) where i > $2 + 1)"
-        )))
-        .bind(&job.chain)
-        .bind(job.index)
-        .fetch_optional(pool)
-        .await?;
-    for (offset, step) in skipped
-        .map(|(Json(steps),)| steps)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        tracing::error!(
-            task = &*step.name,
-            chain = job.chain,
-            index = job.index as usize + 1 + offset,
-            "durable step skipped: an earlier step of its chain failed for good"
-        );
-    }
-    Ok(())
 }

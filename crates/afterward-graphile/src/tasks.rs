@@ -8,40 +8,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afterward::{DurableTask, Step};
-use graphile_worker::WorkerUtils;
 use serde_json::Value;
+
+use crate::sql::Statements;
+
+/// Why a step's attempt failed, and whether it may be tried again.
+#[derive(Debug)]
+pub(crate) struct StepError {
+    pub(crate) message: String,
+    /// No other attempt can do better: the step fails for good at once.
+    pub(crate) is_final: bool,
+}
 
 /// A registered task: deserializes its payload and runs it.
 pub(crate) type RunFn = Arc<
-    dyn Fn(Value, Step) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+    dyn Fn(Value, Step) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send>>
+        + Send
+        + Sync,
 >;
 
-/// What every step job needs: the tasks by name, and where chains live.
-/// Given to graphile_worker as an extension.
+/// What every step job needs: the tasks by name, and the statements of its
+/// schema. Given to graphile_worker as an extension.
 #[derive(Clone)]
 pub(crate) struct Tasks {
     runs: Arc<HashMap<&'static str, RunFn>>,
-    pub(crate) utils: WorkerUtils,
-    /// The chains table, quoted.
-    pub(crate) table: Arc<str>,
+    pub(crate) statements: Arc<Statements>,
     /// How long a step may run; past it, the attempt failed.
     pub(crate) step_timeout: Option<Duration>,
-    /// How long a step retries its chain's bookkeeping before it gives up.
+    /// How long a step retries its bookkeeping before it gives up.
     pub(crate) bookkeeping_budget: Duration,
 }
 
 impl Tasks {
     pub(crate) fn new(
         runs: HashMap<&'static str, RunFn>,
-        utils: WorkerUtils,
-        table: String,
+        statements: Arc<Statements>,
         step_timeout: Option<Duration>,
         bookkeeping_budget: Duration,
     ) -> Tasks {
         Tasks {
             runs: Arc::new(runs),
-            utils,
-            table: Arc::from(table),
+            statements,
             step_timeout,
             bookkeeping_budget,
         }
@@ -52,13 +59,20 @@ impl Tasks {
     }
 }
 
-/// How a worker runs a stored `T`.
+/// How a worker runs a stored `T`. A payload that does not deserialize into
+/// `T` (stored by another version of the code) fails for good at once:
+/// retrying cannot change it.
 pub(crate) fn run_fn<T: DurableTask>() -> RunFn {
     Arc::new(|payload, step| {
         Box::pin(async move {
-            let task: T = serde_json::from_value(payload)
-                .map_err(|error| format!("cannot deserialize {}: {error}", T::NAME))?;
-            task.run(step).await.map_err(|error| error.to_string())
+            let task: T = serde_json::from_value(payload).map_err(|error| StepError {
+                message: format!("cannot deserialize {}: {error}", T::NAME),
+                is_final: true,
+            })?;
+            task.run(step).await.map_err(|error| StepError {
+                is_final: T::is_final(&error),
+                message: error.to_string(),
+            })
         })
     })
 }
@@ -69,7 +83,6 @@ impl fmt::Debug for Tasks {
         names.sort_unstable();
         f.debug_struct("Tasks")
             .field("names", &names)
-            .field("table", &self.table)
             .finish_non_exhaustive()
     }
 }

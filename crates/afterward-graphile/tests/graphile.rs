@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use afterward::durable::{Chain, ChainStep};
-use afterward::{FailurePolicy, Runner, TaskQueue};
+use afterward::{FailurePolicy, Runner, TaskId, TaskQueue};
 use common::{Db, Hang, Record, Slow, rec, start};
 use sqlx::AssertSqlSafe;
 
@@ -43,7 +43,7 @@ async fn chains_run_in_order_with_two_workers_competing() {
         let expected: Vec<String> = (0..STEPS).map(|step| format!("{chain}.{step}")).collect();
         assert_eq!(order, expected, "chain {chain} ran out of order");
     }
-    // Steps of one chain got keys (chain, index), distinct across chains.
+    // Every step got a key of its own: its task's id.
     let keys: std::collections::HashSet<&str> = runs.iter().map(|run| run.key.as_str()).collect();
     assert_eq!(keys.len(), CHAINS * STEPS);
     first.stop().await;
@@ -136,35 +136,39 @@ async fn a_step_that_fails_for_good_under_each_policy() {
         ]
     );
     assert_eq!(of("stop-"), ["stop-first", "stop-broken", "stop-broken"]);
-    let failed: Vec<(Vec<i32>, i32)> = sqlx::query_as(AssertSqlSafe(format!(
-        "select failed_for_good, next_index from {}.afterward_chains order by created_at",
-        db.schema
+    // The failed step is recorded with its error and attempts; after it,
+    // `Continue` ran the last step and `StopQueue` dropped it.
+    let states: Vec<(String, i16, i16, Option<String>)> = sqlx::query_as(AssertSqlSafe(format!(
+        "select c.label, s.state, s.attempts, s.last_error
+         from {s}.afterward_steps s
+         cross join lateral (select s.payload->>'label' as label) c
+         order by c.label",
+        s = db.schema
     )))
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(failed, [(vec![1], 3), (vec![1], 3)]);
-    // The failed jobs stay in graphile_worker's table with their error,
-    // recorded once each step has returned (perhaps after its chain moved on).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (errors,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "select count(*) from {}.jobs
-             where attempts = max_attempts and last_error like '%broken failed%'",
-            db.schema
-        )))
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if errors == 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{errors} failed jobs kept"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let states: Vec<(&str, i16, i16, bool)> = states
+        .iter()
+        .map(|(label, state, attempts, error)| {
+            let broken = error
+                .as_deref()
+                .is_some_and(|e| e.contains("broken failed"));
+            (label.as_str(), *state, *attempts, broken)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("continue-broken", 3, 2, true),
+            ("continue-first", 2, 1, false),
+            ("continue-last", 2, 1, false),
+            ("stop-broken", 3, 2, true),
+            ("stop-first", 2, 1, false),
+            ("stop-last", 4, 0, false),
+        ]
+    );
+    assert_eq!(db.count("jobs").await, 0, "no job left behind");
     worker.stop().await;
     db.drop_schema().await;
 }
@@ -174,17 +178,16 @@ async fn a_chain_handed_off_twice_is_stored_once() {
     let db = Db::new("twice").await;
     let backend = db.backend();
     let steps = vec![
-        ChainStep::of(&rec(&db, "only-once-1")).unwrap(),
-        ChainStep::of(&rec(&db, "only-once-2")).unwrap(),
+        ChainStep::of(TaskId::new(), &rec(&db, "only-once-1")).unwrap(),
+        ChainStep::of(TaskId::new(), &rec(&db, "only-once-2")).unwrap(),
     ];
     let chain = Chain::new(steps, FailurePolicy::Continue);
-    assert!(backend.store(&chain).await.unwrap());
-    assert!(!backend.store(&chain).await.unwrap());
-    // Through the trait too, as a runner calls it.
-    afterward::durable::DurableBackend::persist(&backend, &chain)
-        .await
-        .unwrap();
-    assert_eq!(db.count("afterward_chains").await, 1);
+    for _ in 0..3 {
+        afterward::durable::DurableBackend::persist(&backend, &chain)
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.count("afterward_steps").await, 2);
     assert_eq!(db.count("jobs").await, 1, "one job: the first step's");
 
     let worker = start(db.worker()).await;
@@ -238,7 +241,7 @@ async fn a_database_error_while_recording_a_step_costs_no_attempt() {
              end $$"
         ),
         format!(
-            "create trigger blip before update on {s}.afterward_chains
+            "create trigger blip before update on {s}.afterward_steps
              for each row execute function {s}.blip()"
         ),
     ] {
@@ -285,21 +288,13 @@ async fn a_step_past_the_step_timeout_is_a_failed_attempt() {
     let worker = start(db.worker().step_timeout(Duration::from_millis(300))).await;
     db.wait_finished(1).await;
     assert_eq!(db.labels().await, ["too-slow", "next"]);
-    // graphile_worker records the failure after the step returns, which
-    // may be after the chain has moved on.
-    let error = loop {
-        let error: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-            "select last_error from {}.jobs where last_error is not null",
-            db.schema
-        )))
-        .fetch_optional(&db.pool)
-        .await
-        .unwrap();
-        if let Some((error,)) = error {
-            break error;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (error,): (String,) = sqlx::query_as(AssertSqlSafe(format!(
+        "select last_error from {}.afterward_steps where last_error is not null",
+        db.schema
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(error.contains("timed out after 300ms"), "{error}");
     worker.stop().await;
     db.drop_schema().await;
@@ -311,7 +306,7 @@ async fn a_stalled_database_fails_the_hand_off_at_the_timeout() {
     // A migration, say, holds the chains table.
     let mut lock = db.pool.begin().await.unwrap();
     sqlx::query(AssertSqlSafe(format!(
-        "lock table {}.afterward_chains in access exclusive mode",
+        "lock table {}.afterward_steps in access exclusive mode",
         db.schema
     )))
     .execute(&mut *lock)
@@ -328,7 +323,7 @@ async fn a_stalled_database_fails_the_hand_off_at_the_timeout() {
     assert_eq!((report.persist_failed(), report.completed()), (1, 1));
     assert_eq!(rx.recv().unwrap(), "local ran");
     lock.rollback().await.unwrap();
-    assert_eq!(db.count("afterward_chains").await, 0);
+    assert_eq!(db.count("afterward_steps").await, 0);
     db.drop_schema().await;
 }
 

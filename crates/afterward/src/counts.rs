@@ -3,7 +3,7 @@
 //!
 //! [`DrainReport`](crate::DrainReport), [`Stats`](crate::Stats) and the
 //! runner's counters are all made of `Counts`, so the conservation sum
-//! (`received == completed + … + persist_failed`) is written once, in
+//! (`received == completed + … + persist_unknown`) is written once, in
 //! [`Counts::total`].
 
 use std::fmt;
@@ -30,13 +30,17 @@ pub(crate) enum TaskOutcome {
     Rejected,
     /// Handed to the durable backend, which stored it.
     Persisted,
-    /// Its hand-off to the durable backend failed.
+    /// Its hand-off to the durable backend failed: it was not stored.
     PersistFailed,
+    /// Its hand-off ended without the backend knowing whether it was
+    /// stored (the database's answer to a commit was lost, and could not be
+    /// looked up): it may run.
+    PersistUnknown,
 }
 
 impl TaskOutcome {
     /// Every outcome, in the order reports list them.
-    pub(crate) const ALL: [TaskOutcome; 9] = [
+    pub(crate) const ALL: [TaskOutcome; 10] = [
         TaskOutcome::Completed,
         TaskOutcome::Failed,
         TaskOutcome::Panicked,
@@ -46,6 +50,7 @@ impl TaskOutcome {
         TaskOutcome::Rejected,
         TaskOutcome::Persisted,
         TaskOutcome::PersistFailed,
+        TaskOutcome::PersistUnknown,
     ];
 
     /// Its name in reports, logs and metric labels.
@@ -60,6 +65,7 @@ impl TaskOutcome {
             TaskOutcome::Rejected => "rejected",
             TaskOutcome::Persisted => "persisted",
             TaskOutcome::PersistFailed => "persist_failed",
+            TaskOutcome::PersistUnknown => "persist_unknown",
         }
     }
 

@@ -241,4 +241,4 @@ pub use crate::runner::{
     Capacity, DrainHandle, Reservation, Reserve, Runner, RunnerBuilder, ShutdownReport,
 };
 pub use crate::stats::Stats;
-pub use crate::task::{TaskFn, TaskOutput, TaskResult};
+pub use crate::task::{ParseTaskIdError, TaskFn, TaskId, TaskOutput, TaskResult};

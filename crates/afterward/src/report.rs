@@ -106,11 +106,23 @@ impl DrainReport {
 
     /// Durable tasks whose hand-off to the durable backend failed: the
     /// backend returned an error, or a task could not be serialized. Each
-    /// was logged with its name and the error; none of them will run.
+    /// was logged with its name and the error; none of them was stored, and
+    /// none will run.
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persist_failed(&self) -> usize {
         self.counts.get(TaskOutcome::PersistFailed)
+    }
+
+    /// Durable tasks whose hand-off ended without the backend knowing
+    /// whether they were stored: the answer to the database's commit was
+    /// lost, and the database could not be asked again in time. They may
+    /// run; each was logged with its name. Rare, and never counted as
+    /// either of the two above, which are exact.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persist_unknown(&self) -> usize {
+        self.counts.get(TaskOutcome::PersistUnknown)
     }
 
     /// All the tasks the drain took from its queue: the sum of the others.

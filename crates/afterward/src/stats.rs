@@ -155,11 +155,22 @@ impl Stats {
 
     /// Durable tasks whose hand-off to the durable backend failed (the
     /// database was unreachable, say). Each was logged with its name and the
-    /// error; the response was not affected, and none of them will run.
+    /// error; the response was not affected, none of them was stored, and
+    /// none will run.
     #[cfg(feature = "durable")]
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn persist_failed(&self) -> usize {
         self.outcomes.get(TaskOutcome::PersistFailed)
+    }
+
+    /// Durable tasks whose hand-off ended without the backend knowing
+    /// whether they were stored (the answer to a commit was lost, and the
+    /// database could not be asked again in time): they may run. Each was
+    /// logged with its name. See [`DrainReport::persist_unknown`](crate::DrainReport::persist_unknown).
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn persist_unknown(&self) -> usize {
+        self.outcomes.get(TaskOutcome::PersistUnknown)
     }
 
     /// Drains running now.
@@ -174,7 +185,8 @@ impl Stats {
     }
 
     /// The outcome counters added up (the seven above, and with the
-    /// `durable` feature `persisted` and `persist_failed`); equal to
+    /// `durable` feature `persisted`, `persist_failed` and
+    /// `persist_unknown`); equal to
     /// [`tasks_received`](Stats::tasks_received) once the runner is idle or
     /// shut down.
     pub fn accounted(&self) -> usize {

@@ -72,15 +72,25 @@ impl Db {
     }
 
     /// A worker that knows the test tasks, polling often, with quick crash
-    /// recovery.
+    /// recovery and upkeep.
     pub fn worker(&self) -> GraphileWorker {
         GraphileWorker::new(self.pool.clone())
             .schema(&self.schema)
             .task::<Record>()
             .task::<Hang>()
             .task::<Slow>()
+            .task::<Refused>()
             .recovery(quick_recovery())
-            .configure(|options| options.poll_interval(Duration::from_millis(100)))
+            .poll_interval(Duration::from_millis(100))
+            .upkeep(Some(Duration::from_millis(100)))
+    }
+
+    /// Runs `sql` in the test's schema.
+    pub async fn execute(&self, sql: impl Into<String>) {
+        sqlx::query(AssertSqlSafe(sql.into()))
+            .execute(&self.pool)
+            .await
+            .unwrap();
     }
 
     /// Every run recorded, in the order they started.
@@ -105,7 +115,7 @@ impl Db {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
             let (finished,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-                "select count(*) from {}.afterward_chains where finished_at is not null",
+                "select count(*) from {}.afterward_steps where last and finished_at is not null",
                 self.schema
             )))
             .fetch_one(&self.pool)
@@ -235,6 +245,27 @@ impl DurableTask for Hang {
             std::future::pending::<()>().await;
         }
         Ok(())
+    }
+}
+
+/// Fails with an error it says is final: no other attempt can do better.
+#[derive(Serialize, Deserialize)]
+pub struct Refused {
+    pub schema: String,
+    pub label: String,
+}
+
+impl DurableTask for Refused {
+    const NAME: &'static str = "refused";
+    type Error = String;
+
+    async fn run(self, step: Step) -> Result<(), String> {
+        record(&self.schema, &self.label, &step).await;
+        Err(format!("{} refused for good", self.label))
+    }
+
+    fn is_final(_: &String) -> bool {
+        true
     }
 }
 

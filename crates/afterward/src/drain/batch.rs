@@ -13,7 +13,7 @@ use super::run::{Ran, in_span, run_sync, task_span};
 use crate::counts::TaskOutcome;
 use crate::queue::Inner;
 use crate::quiet::take_message;
-use crate::task::{TaskName, Why, settle};
+use crate::task::{TaskTag, Why, settle};
 
 /// A run of consecutive sync tasks, sent to the blocking pool in one trip.
 ///
@@ -26,12 +26,17 @@ pub(super) struct Batch {
     pub(super) ctx: Ctx,
     /// The subscriber of the drain, so the tasks' logs reach the same place
     /// even when it was set with `tracing::subscriber::with_default`.
-    pub(super) dispatch: Dispatch,
+    /// `None` when no subscriber was ever set: setting the default one
+    /// would make every later task look for a span to follow.
+    pub(super) dispatch: Option<Dispatch>,
 }
 
 impl Batch {
     pub(super) fn run(self) {
-        tracing::dispatcher::with_default(&self.dispatch, || self.run_tasks());
+        match &self.dispatch {
+            Some(dispatch) => tracing::dispatcher::with_default(dispatch, || self.run_tasks()),
+            None => self.run_tasks(),
+        }
     }
 
     fn run_tasks(&self) {
@@ -49,7 +54,7 @@ impl Batch {
                         let Some(task) = take_front(&mut state) else {
                             return;
                         };
-                        state.drain.in_flight = Some((task.name(), task.position()));
+                        state.drain.in_flight = Some(task.tag());
                         task
                     }
                     Front::Unmet(task, why) => {
@@ -66,9 +71,9 @@ impl Batch {
                 }
             };
             let span = task_span(&task);
-            let name = task.name();
+            let tag = task.tag();
             let ran = in_span(span.as_ref(), || run_sync(task, self.ctx.timeout));
-            if !self.finish(span.as_ref(), name, &ran) {
+            if !self.finish(span.as_ref(), tag, &ran) {
                 return;
             }
         }
@@ -79,7 +84,7 @@ impl Batch {
     ///
     /// The count reaches the runner while the queue is locked, so the drain,
     /// which takes that lock to end, cannot end before it.
-    fn finish(&self, span: Option<&Span>, name: TaskName, ran: &Ran) -> bool {
+    fn finish(&self, span: Option<&Span>, tag: TaskTag, ran: &Ran) -> bool {
         let outcome = ran.outcome();
         {
             let mut state = self.queue.lock();
@@ -87,7 +92,8 @@ impl Batch {
                 drop(state);
                 in_span(span, || {
                     tracing::warn!(
-                        task = name.short(),
+                        task = tag.name.short(),
+                        id = %tag.id,
                         result = %ran.summary(),
                         "background task finished after it was abandoned; it stays counted as abandoned"
                     );
@@ -105,7 +111,7 @@ impl Batch {
         if let Some(host) = &self.ctx.host {
             host.made_room();
         }
-        in_span(span, || ran.log(&name));
+        in_span(span, || ran.log(&tag));
         true
     }
 }

@@ -22,6 +22,9 @@ pub(crate) struct Ctx {
     /// Where a runner's durable tasks go; without one they run here.
     #[cfg(feature = "durable")]
     pub(crate) durable: Option<Arc<dyn crate::durable::DurableBackend>>,
+    /// Whether durable tasks whose hand-off failed run here instead.
+    #[cfg(feature = "durable")]
+    pub(crate) durable_fallback: bool,
 }
 
 impl Ctx {
@@ -34,6 +37,8 @@ impl Ctx {
             lanes: None,
             #[cfg(feature = "durable")]
             durable: None,
+            #[cfg(feature = "durable")]
+            durable_fallback: false,
         }
     }
 

@@ -40,7 +40,7 @@ use self::tally::Tally;
 use crate::counts::TaskOutcome;
 use crate::queue::{Fate, Inner, State};
 use crate::report::DrainReport;
-use crate::task::{Task, TaskName, Why, log_unrun, settle};
+use crate::task::{Task, TaskName, TaskTag, Why, log_unrun, settle};
 
 /// The task timeout's timer, reset for the next task: made at the first
 /// task that needs it, then reused.
@@ -103,7 +103,7 @@ struct Progress {
     tally: Tally,
     /// The async task being awaited now. Only this drain finishes or
     /// abandons it, never both, so it needs no lock.
-    in_flight: Option<(TaskName, usize)>,
+    in_flight: Option<TaskTag>,
     /// Whether one of this drain's own tasks failed, for `StopQueue`.
     failed: bool,
     /// The durable hand-off's state.
@@ -114,18 +114,18 @@ impl Progress {
     /// Counts and logs the async task in flight, which ended as `ran`.
     #[inline]
     fn ran(&mut self, ran: Ran, span: Option<&Span>) {
-        let Some((name, _)) = self.in_flight.take() else {
+        let Some(tag) = self.in_flight.take() else {
             return;
         };
         if let Ran::Completed = ran {
             // The usual case, without `Ran`'s destructor.
             self.count(TaskOutcome::Completed, 1);
-            return in_span(span, || Ran::log_completed(&name));
+            return in_span(span, || Ran::log_completed(&tag));
         }
         let outcome = ran.outcome();
         self.failed = true;
         self.count(outcome, 1);
-        in_span(span, || ran.log(&name));
+        in_span(span, || ran.log(&tag));
     }
 
     fn count(&mut self, outcome: TaskOutcome, n: usize) {
@@ -173,7 +173,7 @@ impl Progress {
             }
             Front::Async => {
                 let task = take_front(state)?;
-                self.in_flight = Some((task.name(), task.position()));
+                self.in_flight = Some(task.tag());
                 Some(Next::Async(task))
             }
         }
@@ -190,8 +190,8 @@ struct Handoff;
 
 #[cfg(not(feature = "durable"))]
 impl Handoff {
-    fn abandon(&mut self) -> Vec<Task> {
-        Vec::new()
+    fn abandon(&mut self) -> (Vec<Task>, Vec<Task>) {
+        (Vec::new(), Vec::new())
     }
 }
 
@@ -326,7 +326,8 @@ impl Drain {
                     let batch = Batch {
                         queue: self.queue.clone(),
                         ctx: self.ctx.clone(),
-                        dispatch: tracing::dispatcher::get_default(Dispatch::clone),
+                        dispatch: tracing::dispatcher::has_been_set()
+                            .then(|| tracing::dispatcher::get_default(Dispatch::clone)),
                     };
                     match run_batch(batch, self.ctx.lanes.as_ref()).await {
                         Ok(()) => {}
@@ -350,14 +351,28 @@ impl Drain {
                     for (outcome, n) in counts.iter() {
                         self.progress.count(outcome, n);
                     }
+                    while let Some(task) = self.progress.handoff.fallback.pop_front() {
+                        self.run_here(task).await;
+                    }
                 }
             }
         }
     }
 
+    /// Runs one async task outside the loop's usual path: a durable task
+    /// whose hand-off failed, under `durable_fallback`.
+    #[cfg(feature = "durable")]
+    async fn run_here(&mut self, task: Task) {
+        self.progress.in_flight = Some(task.tag());
+        let span = task_span(&task);
+        let timer = timer(&self.ctx, &mut self.timer);
+        let ran = RunAsync::new(task, span.as_ref(), timer, &mut self.progress.tally).await;
+        self.progress.ran(ran, span.as_ref());
+    }
+
     fn batch_panicked(&mut self, message: &str) {
         let mut state = self.queue.lock();
-        if let Some((name, position)) = state.drain.in_flight.take() {
+        if let Some(tag) = state.drain.in_flight.take() {
             state.drain.report.add(TaskOutcome::Panicked, 1);
             state.drain.failed = true;
             if let Some(host) = &self.ctx.host {
@@ -365,8 +380,9 @@ impl Drain {
             }
             drop(state);
             tracing::error!(
-                task = name.short(),
-                position,
+                task = tag.name.short(),
+                position = tag.position,
+                id = %tag.id,
                 panic = %message,
                 "background task panicked"
             );
@@ -383,7 +399,7 @@ impl Drain {
         }
         let cut_short = phase != Phase::Done;
         let holding = phase != Phase::Waiting;
-        let persisting = self.progress.handoff.abandon();
+        let (persisting, fallback) = self.progress.handoff.abandon();
         let (in_flight, rest, report) = {
             let mut state = self.queue.lock();
             // At most one of these is set: the drain awaits either its own
@@ -407,7 +423,8 @@ impl Drain {
             if holding {
                 report += std::mem::take(&mut state.drain.report);
             }
-            let abandoned = rest.len() + usize::from(in_flight.is_some()) + persisting.len();
+            let abandoned =
+                rest.len() + usize::from(in_flight.is_some()) + persisting.len() + fallback.len();
             report.add(TaskOutcome::Abandoned, abandoned);
             (in_flight, rest, report)
         };
@@ -418,8 +435,14 @@ impl Drain {
         if let Some(host) = &self.ctx.host {
             let names: Vec<TaskName> = in_flight
                 .iter()
-                .map(|(name, _)| name.clone())
-                .chain(persisting.iter().chain(&rest).map(Task::name))
+                .map(|tag| tag.name.clone())
+                .chain(
+                    persisting
+                        .iter()
+                        .chain(&fallback)
+                        .chain(&rest)
+                        .map(Task::name),
+                )
                 .collect();
             if !names.is_empty() {
                 host.abandoned(&names);
@@ -428,11 +451,18 @@ impl Drain {
         if holding {
             self.queue.release();
         }
-        if let Some((name, position)) = in_flight {
-            log_unrun(&name, position, &Span::none(), Why::Abandoned);
+        if let Some(tag) = in_flight {
+            log_unrun(&tag, &Span::none(), Why::Abandoned);
         }
-        settle(persisting, Why::AbandonedInHandoff);
-        settle(rest, Why::Abandoned);
+        if !persisting.is_empty() {
+            settle(persisting, Why::AbandonedInHandoff);
+        }
+        if !fallback.is_empty() {
+            settle(fallback, Why::Abandoned);
+        }
+        if !rest.is_empty() {
+            settle(rest, Why::Abandoned);
+        }
         report
     }
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::ctx::Ctx;
 use crate::condition::Outcome;
 use crate::counts::{Counts, TaskOutcome};
-use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture};
+use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture, Unconfirmed};
 use crate::queue::State;
 use crate::quiet::{drop_quietly, take_message};
 use crate::task::{Task, Why, settle};
@@ -23,6 +23,9 @@ pub(super) struct Handoff {
     /// The durable tasks being handed to the backend now; abandoned if the
     /// drain is cancelled meanwhile.
     persisting: Vec<Task>,
+    /// Durable tasks whose hand-off failed, waiting to run in-process
+    /// (`durable_fallback`); abandoned if the drain is cancelled meanwhile.
+    pub(super) fallback: std::collections::VecDeque<Task>,
 }
 
 impl Default for Handoff {
@@ -30,14 +33,17 @@ impl Default for Handoff {
         Handoff {
             sweep: true,
             persisting: Vec::new(),
+            fallback: std::collections::VecDeque::new(),
         }
     }
 }
 
 impl Handoff {
-    /// The tasks cut off in the middle of their hand-off.
-    pub(super) fn abandon(&mut self) -> Vec<Task> {
-        std::mem::take(&mut self.persisting)
+    /// The tasks cut off in the middle of their hand-off, and those that
+    /// were to run in its place.
+    pub(super) fn abandon(&mut self) -> (Vec<Task>, Vec<Task>) {
+        let fallback = self.fallback.drain(..).collect();
+        (std::mem::take(&mut self.persisting), fallback)
     }
 }
 
@@ -68,8 +74,10 @@ pub(super) fn durable_next(
 /// condition does not hold after `outcome` are skipped, and counts them:
 /// persisted, or, if the backend failed or a task could not be serialized,
 /// persist_failed, each logged with its name. Returns the counts, for the
-/// drain. While the backend has them, the tasks are kept in `handoff`, so a
-/// drain cut off meanwhile abandons them.
+/// drain; the tasks of a failed hand-off under `durable_fallback` are left
+/// in `handoff.fallback`, for the drain to run. While the backend has them,
+/// the tasks are kept in `handoff`, so a drain cut off meanwhile abandons
+/// them.
 pub(super) async fn persist(
     ctx: &Ctx,
     handoff: &mut Handoff,
@@ -108,10 +116,24 @@ pub(super) async fn persist(
                 .await
                 .map(|()| chain)
         }
-        Err(error) => Err(error),
+        Err(error) => Err(Failure::NotStored(error)),
     };
     let tasks = std::mem::take(&mut handoff.persisting);
     match stored {
+        Err(Failure::NotStored(error)) if ctx.durable_fallback => {
+            for task in &tasks {
+                tracing::warn!(
+                    parent: task.parent(),
+                    task = task.name().short(),
+                    position = task.position(),
+                    id = %task.id(),
+                    error = %error,
+                    "durable task not stored: it runs in-process instead, once and without durability (durable_fallback)"
+                );
+            }
+            handoff.fallback.extend(tasks);
+            return counts;
+        }
         Ok(chain) => {
             counts.add(TaskOutcome::Persisted, tasks.len());
             tracing::debug!(
@@ -124,25 +146,40 @@ pub(super) async fn persist(
                 task.discard();
             }
         }
-        Err(error) => {
+        Err(Failure::NotStored(error)) => {
             counts.add(TaskOutcome::PersistFailed, tasks.len());
             settle(tasks, Why::PersistFailed(&error));
         }
+        Err(Failure::Unknown(error)) => {
+            counts.add(TaskOutcome::PersistUnknown, tasks.len());
+            settle(tasks, Why::PersistUnknown(&error));
+        }
     }
     counts
+}
+
+/// Why a hand-off did not store its chain.
+enum Failure {
+    /// It was not stored.
+    NotStored(String),
+    /// Nobody knows whether it was.
+    Unknown(String),
 }
 
 /// Calls the backend. It is library code, but a panic in it must not take
 /// the drain down: a panic in `persist`, or in a poll of its future, is a
 /// failed hand-off; one in the future's destructor is logged (the answer
 /// stands).
-async fn call(backend: &dyn DurableBackend, chain: &Chain) -> Result<(), String> {
-    let persist = catch_unwind(AssertUnwindSafe(|| backend.persist(chain)))
-        .map_err(|panic| format!("the backend panicked: {}", take_message(panic)))?;
+async fn call(backend: &dyn DurableBackend, chain: &Chain) -> Result<(), Failure> {
+    let persist = catch_unwind(AssertUnwindSafe(|| backend.persist(chain))).map_err(|panic| {
+        Failure::NotStored(format!("the backend panicked: {}", take_message(panic)))
+    })?;
     let mut persist = Quiet(Some(persist));
     poll_fn(|cx| {
         let Some(future) = persist.0.as_mut() else {
-            return Poll::Ready(Err("the backend's future is gone".to_owned()));
+            return Poll::Ready(Err(Failure::NotStored(
+                "the backend's future is gone".to_owned(),
+            )));
         };
         catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
             .unwrap_or_else(|panic| {
@@ -152,7 +189,10 @@ async fn call(backend: &dyn DurableBackend, chain: &Chain) -> Result<(), String>
                 )
                 .into()))
             })
-            .map_err(|error| error.to_string())
+            .map_err(|error| match error.downcast_ref::<Unconfirmed>() {
+                Some(unknown) => Failure::Unknown(unknown.to_string()),
+                None => Failure::NotStored(error.to_string()),
+            })
     })
     .await
 }

@@ -13,7 +13,7 @@ use tracing::Span;
 use super::tally::Tally;
 use crate::counts::TaskOutcome;
 use crate::quiet::{drop_quietly, take_message};
-use crate::task::{Returned, Task, TaskName};
+use crate::task::{Returned, Task, TaskTag};
 
 /// How a task that was started ended.
 pub(crate) enum Ran {
@@ -48,24 +48,31 @@ impl Ran {
     }
 
     #[inline]
-    pub(crate) fn log_completed(name: &TaskName) {
-        tracing::debug!(task = name.short(), "background task completed");
+    pub(crate) fn log_completed(tag: &TaskTag) {
+        tracing::debug!(task = tag.name.short(), id = %tag.id, "background task completed");
     }
 
-    pub(crate) fn log(&self, name: &TaskName) {
+    pub(crate) fn log(&self, tag: &TaskTag) {
+        if let Ran::Completed = self {
+            // Before anything is computed: the usual case, and a debug line
+            // that is usually off.
+            return Ran::log_completed(tag);
+        }
+        let (task, id) = (tag.name.short(), tracing::field::display(tag.id));
         match self {
-            Ran::Completed => Ran::log_completed(name),
+            Ran::Completed => {}
             Ran::Failed(error) => {
-                tracing::error!(task = name.short(), error = %error, "background task failed");
+                tracing::error!(task, %id, error = %error, "background task failed");
             }
             Ran::Panicked(message) => {
-                tracing::error!(task = name.short(), panic = %message, "background task panicked");
+                tracing::error!(task, %id, panic = %message, "background task panicked");
             }
             Ran::TimedOut {
                 limit,
                 overran: None,
             } => tracing::error!(
-                task = name.short(),
+                task,
+                %id,
                 timeout = ?limit,
                 "background task timed out and was cancelled"
             ),
@@ -73,7 +80,8 @@ impl Ran {
                 limit,
                 overran: Some((took, result)),
             } => tracing::error!(
-                task = name.short(),
+                task,
+                %id,
                 timeout = ?limit,
                 took = ?took,
                 result = %result,
@@ -104,7 +112,8 @@ pub(crate) fn task_span(task: &Task) -> Option<Span> {
         parent: task.parent(),
         "task",
         task = task.name().short(),
-        position = task.position()
+        position = task.position(),
+        id = %task.id()
     ))
 }
 
@@ -162,10 +171,11 @@ impl<'a> RunAsync<'a> {
         let Some(task) = self.task.take() else {
             return;
         };
-        let name = task.name();
+        let tag = task.tag();
         if let Some(message) = drop_quietly(task) {
             tracing::error!(
-                task = name.short(),
+                task = tag.name.short(),
+                id = %tag.id,
                 panic = %message,
                 "background task panicked while it was being cancelled"
             );
@@ -222,8 +232,11 @@ impl Future for RunAsync<'_> {
 }
 
 impl Drop for RunAsync<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.cancel();
+        if self.task.is_some() {
+            self.cancel();
+        }
     }
 }
 

@@ -88,16 +88,15 @@ mod guard;
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::guard::{Guarded, guarded};
 use crate::report::FailurePolicy;
+use crate::task::TaskId;
 
 /// A task described by data, that can leave the process to run elsewhere.
 ///
@@ -124,11 +123,20 @@ pub trait DurableTask: Serialize + DeserializeOwned + Send + 'static {
     /// Does the work. An `Err` is a failed attempt: a backend retries it
     /// with backoff; in-process, it is counted `failed` like any task.
     fn run(self, step: Step) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether `error` is final: the step then fails for good at once,
+    /// without its other attempts (a request the remote side will never
+    /// accept, say). By default every error is retried.
+    fn is_final(error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }
 
 /// Which step of which chain is running, and which attempt this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
+    id: TaskId,
     chain: Arc<str>,
     index: usize,
     attempt: u32,
@@ -136,10 +144,18 @@ pub struct Step {
 }
 
 impl Step {
-    /// Describes attempt `attempt` (1-based) of step `index` (0-based) of
-    /// chain `chain`. Backends build these; tasks read them.
-    pub fn new(chain: impl Into<Arc<str>>, index: usize, attempt: u32, max_attempts: u32) -> Step {
+    /// Describes attempt `attempt` (1-based) of the step with id `id`, at
+    /// `index` (0-based) in chain `chain`. Backends build these; tasks read
+    /// them.
+    pub fn new(
+        id: TaskId,
+        chain: impl Into<Arc<str>>,
+        index: usize,
+        attempt: u32,
+        max_attempts: u32,
+    ) -> Step {
         Step {
+            id,
             chain: chain.into(),
             index,
             attempt,
@@ -148,8 +164,15 @@ impl Step {
     }
 
     /// A step run in-process: a chain of its own, one attempt.
-    pub(crate) fn local() -> Step {
-        Step::new(new_chain_id(), 0, 1, 1)
+    pub(crate) fn local(id: TaskId) -> Step {
+        Step::new(id, new_chain_id(), 0, 1, 1)
+    }
+
+    /// The step's id: the id its task was given when it was added
+    /// ([`QueuedTask::id`](crate::QueuedTask::id)), the same on every
+    /// attempt.
+    pub fn id(&self) -> TaskId {
+        self.id
     }
 
     /// The chain's id, unique to it. A durable task run in-process (no
@@ -178,11 +201,12 @@ impl Step {
         self.attempt >= self.max_attempts
     }
 
-    /// `"{chain}:{index}"`: the same on every attempt of this step, and
-    /// different for every other step anywhere. Pass it to the outside world
-    /// so that a repeated attempt does not repeat the effect.
+    /// The step's [`id`](Step::id) as 32 hex digits: the same on every
+    /// attempt of this step, and different for every other step anywhere.
+    /// Pass it to the outside world so that a repeated attempt does not
+    /// repeat the effect.
     pub fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.chain, self.index)
+        self.id.to_string()
     }
 }
 
@@ -227,23 +251,29 @@ impl Chain {
     }
 }
 
-/// One durable task, serialized: its [`NAME`](DurableTask::NAME) and its
-/// value as JSON.
+/// One durable task, serialized: its id, its [`NAME`](DurableTask::NAME)
+/// and its value as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainStep {
+    id: TaskId,
     name: &'static str,
     payload: serde_json::Value,
 }
 
 impl ChainStep {
-    /// Serializes `task`.
-    pub fn of<T: DurableTask>(task: &T) -> Result<ChainStep, serde_json::Error> {
-        Ok(ChainStep::new(T::NAME, serde_json::to_value(task)?))
+    /// Serializes `task`, whose id is `id`.
+    pub fn of<T: DurableTask>(id: TaskId, task: &T) -> Result<ChainStep, serde_json::Error> {
+        Ok(ChainStep::new(id, T::NAME, serde_json::to_value(task)?))
     }
 
-    /// A step from a name and a payload already serialized.
-    pub fn new(name: &'static str, payload: serde_json::Value) -> ChainStep {
-        ChainStep { name, payload }
+    /// A step from an id, a name and a payload already serialized.
+    pub fn new(id: TaskId, name: &'static str, payload: serde_json::Value) -> ChainStep {
+        ChainStep { id, name, payload }
+    }
+
+    /// The task's id, which its step keeps.
+    pub fn id(&self) -> TaskId {
+        self.id
     }
 
     /// The task's [`NAME`](DurableTask::NAME).
@@ -260,6 +290,38 @@ impl ChainStep {
 /// The error a backend returns when it could not store a chain.
 pub type PersistError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The error a backend returns when it cannot know whether it stored a
+/// chain: the commit was sent and its answer lost, and asking the store
+/// again did not settle it in time. The runner counts the chain's tasks
+/// [`persist_unknown`](crate::Stats::persist_unknown), never
+/// `persist_failed`: a task counted `persist_failed` must not run, and
+/// these may.
+#[derive(Debug)]
+pub struct Unconfirmed {
+    reason: String,
+}
+
+impl Unconfirmed {
+    /// `reason` says what was lost.
+    pub fn new(reason: impl Into<String>) -> Unconfirmed {
+        Unconfirmed {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; the chain may or may not have been stored",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unconfirmed {}
+
 /// The future [`DurableBackend::persist`] returns.
 pub type PersistFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>>;
 
@@ -270,9 +332,13 @@ pub type PersistFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PersistError
 /// A runner calls `persist` once for each chain (at the start of a queue's
 /// drain, and again for durable tasks added while it runs) and waits for it
 /// before the queue's in-process tasks run, so it should answer within a
-/// bounded time. `Ok` means stored: from there on the backend
-/// owns the steps. An `Err` is logged with the names of the chain's tasks
-/// and counted [`persist_failed`](crate::Stats::persist_failed).
+/// bounded time. `Ok` means stored: from there on the backend owns the
+/// steps. An `Err` means not stored, and is logged with the names of the
+/// chain's tasks and counted [`persist_failed`](crate::Stats::persist_failed)
+/// (or, with [`RunnerBuilder::durable_fallback`](crate::RunnerBuilder::durable_fallback),
+/// the tasks run in-process); an [`Unconfirmed`] error means the backend
+/// does not know, and is counted
+/// [`persist_unknown`](crate::Stats::persist_unknown).
 ///
 /// Storing a chain whose id is already stored must store nothing new.
 pub trait DurableBackend: Send + Sync + 'static {
@@ -286,16 +352,10 @@ impl fmt::Debug for dyn DurableBackend {
     }
 }
 
-/// 128 bits for a chain id: a counter and the clock, hashed with std's
-/// randomly keyed SipHash (the keys come from the OS once per thread), so
-/// ids differ across processes and machines as well as within one.
+/// 128 bits for a chain id, made as task ids are, so ids differ across
+/// processes and machines as well as within one.
 fn new_chain_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Relaxed);
-    let now = std::time::SystemTime::now();
-    let high = RandomState::new().hash_one((n, now, std::process::id()));
-    let low = RandomState::new().hash_one((high, n));
-    format!("{high:016x}{low:016x}")
+    TaskId::new().to_string()
 }
 
 #[cfg(test)]
@@ -313,10 +373,11 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_key_names_chain_and_index() {
-        let step = Step::new("abc", 3, 2, 5);
-        assert_eq!(step.idempotency_key(), "abc:3");
+    fn the_idempotency_key_is_the_steps_id() {
+        let id = TaskId::new();
+        let step = Step::new(id, "abc", 3, 2, 5);
+        assert_eq!(step.idempotency_key(), id.to_string());
         assert!(!step.is_last_attempt());
-        assert!(Step::new("abc", 3, 5, 5).is_last_attempt());
+        assert!(Step::new(id, "abc", 3, 5, 5).is_last_attempt());
     }
 }

@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::{QueuedTask, TaskQueue};
 use crate::durable::{ChainStep, DurableTask, Step};
-use crate::task::{Body, Returned, Task, current_parent};
+use crate::task::{Body, Returned, Task, TaskId, current_parent};
 
 impl TaskQueue {
     /// Queues a [`DurableTask`]: a task described by data, which can leave
@@ -58,13 +58,16 @@ impl TaskQueue {
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn add_durable<T: DurableTask>(&self, task: T) -> QueuedTask<'_> {
+        let id = TaskId::new();
         let body = DurableBody {
+            id,
             task: Some(task),
             running: None,
         };
-        let task = Task::new(T::NAME, current_parent(), false, body);
+        let task = Task::with_id(id, T::NAME, current_parent(), false, body);
+        let id = task.id();
         let position = self.add(task);
-        QueuedTask::new(self, position)
+        QueuedTask::new(self, position, id)
     }
 }
 
@@ -73,6 +76,7 @@ type Running = Pin<Box<dyn Future<Output = Returned> + Send>>;
 pin_project! {
     /// A durable task: its value until it runs in-process, then its run.
     struct DurableBody<T> {
+        id: TaskId,
         task: Option<T>,
         running: Option<Running>,
     }
@@ -90,7 +94,7 @@ impl<T: DurableTask> Body for DurableBody<T> {
             let Some(task) = this.task.take() else {
                 return Poll::Ready(Err("the task was already run".to_owned()));
             };
-            let run = task.run(Step::local());
+            let run = task.run(Step::local(*this.id));
             *this.running = Some(Box::pin(async move {
                 run.await.map_err(|error| error.to_string())
             }));
@@ -107,6 +111,7 @@ impl<T: DurableTask> Body for DurableBody<T> {
 
     fn to_step(&self) -> Option<Result<ChainStep, String>> {
         let task = self.task.as_ref()?;
-        Some(ChainStep::of(task).map_err(|error| format!("cannot serialize {}: {error}", T::NAME)))
+        let step = ChainStep::of(self.id, task);
+        Some(step.map_err(|error| format!("cannot serialize {}: {error}", T::NAME)))
     }
 }

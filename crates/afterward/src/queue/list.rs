@@ -6,6 +6,8 @@
 //! O(1): a removed task leaves an empty slot behind, skipped when the front
 //! reaches it. At most one waiting task has a given key (a newer one
 //! replaces it), and an index from keys to positions finds it in O(1) too.
+//! The oldest task has a slot of its own, so a queue of one task allocates
+//! nothing but the task.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,12 +16,16 @@ use crate::task::Task;
 
 #[derive(Default)]
 pub(crate) struct TaskList {
-    /// The slots of positions `first ..= added`; `None` where a task left
-    /// from the middle. The front slot, if any, holds a task.
-    slots: VecDeque<Option<Task>>,
-    /// The position of `slots[0]`.
+    /// The oldest waiting task, at position `first`: kept out of `rest` so
+    /// that a queue of one task, the usual request, needs no buffer. `None`
+    /// only when the list is empty.
+    head: Option<Task>,
+    /// The slots of positions `first + 1 ..= added`; `None` where a task
+    /// left from the middle.
+    rest: VecDeque<Option<Task>>,
+    /// The position of `head`.
     first: usize,
-    /// Tasks in the slots.
+    /// Tasks in the list.
     len: usize,
     /// Positions given so far: the position of the newest task.
     added: usize,
@@ -49,9 +55,20 @@ impl TaskList {
     /// tasks.
     #[inline]
     pub(crate) fn push(&mut self, mut task: Task) -> usize {
-        let position = self.next_position();
+        self.added += 1;
+        let position = self.added;
         task.header_mut().position = position;
-        self.slots.push_back(Some(task));
+        if self.len == 0 {
+            self.first = position;
+            self.head = Some(task);
+        } else {
+            if self.rest.capacity() == 0 {
+                // Room for a request's usual tasks at once, 128 bytes,
+                // rather than growing through 4 and 8 first.
+                self.rest.reserve_exact(16);
+            }
+            self.rest.push_back(Some(task));
+        }
         self.len += 1;
         position
     }
@@ -60,22 +77,13 @@ impl TaskList {
     /// arrives and is turned away still has its place in the order, for its
     /// log line.
     pub(crate) fn number(&mut self, task: &mut Task) -> usize {
-        let position = self.next_position();
-        task.header_mut().position = position;
-        if self.slots.is_empty() {
-            self.first = position + 1;
-        } else {
-            self.slots.push_back(None);
-        }
-        position
-    }
-
-    #[inline]
-    fn next_position(&mut self) -> usize {
-        if self.slots.is_empty() {
-            self.first = self.added + 1;
-        }
         self.added += 1;
+        task.header_mut().position = self.added;
+        if self.len == 0 {
+            self.first = self.added + 1;
+        } else {
+            self.rest.push_back(None);
+        }
         self.added
     }
 
@@ -98,33 +106,56 @@ impl TaskList {
     /// The oldest task, left in place.
     #[inline]
     pub(crate) fn front(&self) -> Option<&Task> {
-        self.slots.front()?.as_ref()
+        self.head.as_ref()
     }
 
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Task> {
-        let task = self.slots.pop_front()??;
-        self.first += 1;
+        let task = self.head.take()?;
         self.len -= 1;
-        // The front slot holds a task, unless the list is now empty or the
-        // next task left from the middle.
-        if task.key().is_some() || !matches!(self.slots.front(), Some(Some(_))) {
-            self.tidy(&task);
+        self.first += 1;
+        if task.key().is_some() {
+            self.unindex(&task);
+        }
+        if self.len > 0 || !self.rest.is_empty() {
+            self.refill();
         }
         Some(task)
+    }
+
+    /// Moves the next task of `rest` into `head`, past the slots left
+    /// empty, after `head` was taken.
+    fn refill(&mut self) {
+        while let Some(slot) = self.rest.pop_front() {
+            match slot {
+                Some(task) => {
+                    self.head = Some(task);
+                    return;
+                }
+                None => self.first += 1,
+            }
+        }
+        self.first = self.added + 1;
     }
 
     /// The task at `position`, if it is waiting.
     pub(crate) fn get_mut(&mut self, position: usize) -> Option<&mut Task> {
         let index = position.checked_sub(self.first)?;
-        self.slots.get_mut(index)?.as_mut()
+        match index {
+            0 => self.head.as_mut(),
+            _ => self.rest.get_mut(index - 1)?.as_mut(),
+        }
     }
 
     /// Takes out the task at `position`, if it is waiting.
     pub(crate) fn remove(&mut self, position: usize) -> Option<Task> {
         let index = position.checked_sub(self.first)?;
-        let task = self.slots.get_mut(index)?.take()?;
-        self.left(&task);
+        if index == 0 {
+            return self.pop_front();
+        }
+        let task = self.rest.get_mut(index - 1)?.take()?;
+        self.len -= 1;
+        self.unindex(&task);
         Some(task)
     }
 
@@ -171,10 +202,23 @@ impl TaskList {
         }
     }
 
+    /// Forgets the key of `task`, which left the list.
+    #[cold]
+    fn unindex(&mut self, task: &Task) {
+        if let (Some(key), Some(keys)) = (task.key(), self.keys.as_mut()) {
+            if keys.get(key) == Some(&task.position()) {
+                keys.remove(key);
+            }
+        }
+    }
+
     /// Every task, oldest first, leaving the list empty.
     pub(crate) fn take_all(&mut self) -> Vec<Task> {
-        let all: Vec<Task> = self.slots.drain(..).flatten().collect();
+        let mut all = Vec::with_capacity(self.len);
+        all.extend(self.head.take());
+        all.extend(self.rest.drain(..).flatten());
         self.len = 0;
+        self.first = self.added + 1;
         self.keys = None;
         all
     }
@@ -183,7 +227,8 @@ impl TaskList {
     /// added to this list later keep their places after them.
     pub(crate) fn take_list(&mut self) -> TaskList {
         let taken = TaskList {
-            slots: std::mem::take(&mut self.slots),
+            head: self.head.take(),
+            rest: std::mem::take(&mut self.rest),
             first: self.first,
             len: self.len,
             added: self.added,
@@ -198,47 +243,31 @@ impl TaskList {
     /// the order and positions of the others.
     #[cfg(any(feature = "durable", test))]
     pub(crate) fn take_where(&mut self, mut remove: impl FnMut(&Task) -> bool) -> Vec<Task> {
+        let head_goes = self.head.as_ref().is_some_and(&mut remove);
         let mut removed = Vec::new();
-        for slot in self.slots.iter_mut() {
+        for slot in self.rest.iter_mut() {
             if slot.as_ref().is_some_and(&mut remove) {
                 removed.extend(slot.take());
             }
         }
+        self.len -= removed.len();
         for task in &removed {
-            self.left(task);
+            self.unindex(task);
+        }
+        if head_goes {
+            if let Some(head) = self.pop_front() {
+                removed.insert(0, head);
+            }
         }
         removed
     }
 
     /// Calls `f` on every task, oldest first.
-    pub(crate) fn for_each(&self, f: impl FnMut(&Task)) {
-        self.slots.iter().flatten().for_each(f);
-    }
-
-    /// Bookkeeping after `task` left its slot: the count, then the rest.
-    fn left(&mut self, task: &Task) {
-        self.len -= 1;
-        self.tidy(task);
-    }
-
-    /// Bookkeeping after `task` left its slot and was counted out: its key,
-    /// and the empty slots at the front.
-    #[cold]
-    fn tidy(&mut self, task: &Task) {
-        if let (Some(key), Some(keys)) = (task.key(), self.keys.as_mut()) {
-            if keys.get(key) == Some(&task.position()) {
-                keys.remove(key);
-            }
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Task)) {
+        if let Some(head) = &self.head {
+            f(head);
         }
-        if self.len == 0 {
-            self.slots.clear();
-            self.first = self.added + 1;
-            return;
-        }
-        while let Some(None) = self.slots.front() {
-            self.slots.pop_front();
-            self.first += 1;
-        }
+        self.rest.iter().flatten().for_each(f);
     }
 }
 

@@ -194,8 +194,9 @@ impl TaskQueue {
         F: TaskFn<Args, M>,
     {
         let task = task::task_of(func, args, task::current_parent());
+        let id = task.id();
         let position = self.add(task);
-        QueuedTask::new(self, position)
+        QueuedTask::new(self, position, id)
     }
 
     /// Moves every task of `other` to the end of this queue, keeping their

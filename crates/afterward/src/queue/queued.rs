@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TaskQueue;
 use super::state::settle_removed;
 use crate::condition::RunIf;
-use crate::task::{TaskName, Why};
+use crate::task::{TaskId, TaskName, Why};
 
 /// The task [`TaskQueue::add_task`] just queued, to give it options.
 ///
@@ -34,11 +34,22 @@ use crate::task::{TaskName, Why};
 pub struct QueuedTask<'a> {
     queue: &'a TaskQueue,
     position: usize,
+    id: TaskId,
 }
 
 impl<'a> QueuedTask<'a> {
-    pub(super) fn new(queue: &'a TaskQueue, position: usize) -> QueuedTask<'a> {
-        QueuedTask { queue, position }
+    pub(super) fn new(queue: &'a TaskQueue, position: usize, id: TaskId) -> QueuedTask<'a> {
+        QueuedTask {
+            queue,
+            position,
+            id,
+        }
+    }
+
+    /// The task's id: in its log lines, and, for a durable task, its
+    /// step's id, to look it up once the response has gone.
+    pub fn id(&self) -> TaskId {
+        self.id
     }
 
     /// Names the task in logs, reports and

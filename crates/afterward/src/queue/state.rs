@@ -12,7 +12,7 @@ use crate::condition::Outcome;
 use crate::counts::TaskOutcome;
 use crate::report::DrainReport;
 use crate::stats::Counters;
-use crate::task::{Task, TaskName, Why, settle};
+use crate::task::{Task, TaskName, TaskTag, Why, settle};
 
 /// What a queue needs from the runner it belongs to.
 ///
@@ -77,7 +77,7 @@ pub(crate) struct DrainLock {
     /// The sync task being run now, if any. Whoever takes it out (the code
     /// that saw the task finish, or the code that abandons it) is the one
     /// that counts it: this is what makes counting exactly-once.
-    pub(crate) in_flight: Option<(TaskName, usize)>,
+    pub(crate) in_flight: Option<TaskTag>,
     /// Set when the drain was cancelled: a sync batch still running must not
     /// start another task.
     pub(crate) cancelled: bool,

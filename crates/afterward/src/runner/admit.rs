@@ -67,7 +67,16 @@ impl Shared {
         }
         self.counters.received(n);
         let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.report);
-        let admission = self.admit(&inner, &mut state, key, known, reserved, report);
+        let mut rejected = Vec::new();
+        let admission = self.admit(
+            &inner,
+            &mut state,
+            key,
+            known,
+            reserved,
+            report,
+            &mut rejected,
+        );
         if let Admission::Settled(why, tasks, _) = &admission {
             // Settled at once: the handle has its report now, and needs no
             // slot.
@@ -76,6 +85,9 @@ impl Shared {
         }
         drop(state);
         self.act(inner, admission);
+        if !rejected.is_empty() {
+            settle(rejected, Why::Rejected(Rejection::BacklogFull));
+        }
         handle
     }
 
@@ -89,9 +101,21 @@ impl Shared {
             state.owner.fate = Fate::Run { scheduled: false };
             return;
         }
-        let admission = self.admit(&inner, &mut state, None, true, false, ReportTo::Nobody);
+        let mut rejected = Vec::new();
+        let admission = self.admit(
+            &inner,
+            &mut state,
+            None,
+            true,
+            false,
+            ReportTo::Nobody,
+            &mut rejected,
+        );
         drop(state);
         self.act(inner, admission);
+        if !rejected.is_empty() {
+            settle(rejected, Why::Rejected(Rejection::BacklogFull));
+        }
     }
 
     /// Decides, under both locks, what becomes of a queue whose fate was
@@ -106,6 +130,7 @@ impl Shared {
         known: bool,
         reserved: bool,
         report: ReportTo,
+        rejected: &mut Vec<Task>,
     ) -> Admission {
         let mut run = self.lock();
         if let Some(key) = key {
@@ -118,7 +143,18 @@ impl Shared {
         } else if run.phase == Phase::Cancelled || (run.phase == Phase::Draining && !known) {
             Some(Why::Abandoned)
         } else if !reserved && self.backlog(&run) > self.settings.max_backlog {
-            Some(Why::Rejected(Rejection::BacklogFull))
+            // Durable tasks are not refused for a full backlog: they only
+            // wait to be stored, and their request was answered. The
+            // in-process tasks are.
+            match take_in_process(state) {
+                None => Some(Why::Rejected(Rejection::BacklogFull)),
+                Some(turned_away) => {
+                    self.counters
+                        .count(TaskOutcome::Rejected, turned_away.len());
+                    rejected.extend(turned_away);
+                    None
+                }
+            }
         } else {
             None
         };
@@ -190,6 +226,20 @@ impl Shared {
         // A drain started, or tasks were counted: either can make room.
         self.made_room();
     }
+}
+
+/// The in-process tasks of a queue that holds durable tasks, taken out;
+/// `None` if it holds no durable task (it is refused whole).
+#[cfg(feature = "durable")]
+fn take_in_process(state: &mut State) -> Option<Vec<Task>> {
+    let mut durable = false;
+    state.tasks.for_each(|task| durable |= task.is_durable());
+    durable.then(|| state.tasks.take_where(|task| !task.is_durable()))
+}
+
+#[cfg(not(feature = "durable"))]
+fn take_in_process(_: &mut State) -> Option<Vec<Task>> {
+    None
 }
 
 /// The report of `n` tasks settled for `why`.

@@ -35,6 +35,9 @@ pub(crate) struct Settings {
     /// Where durable tasks go at hand-off.
     #[cfg(feature = "durable")]
     pub(crate) durable: Option<std::sync::Arc<dyn crate::durable::DurableBackend>>,
+    /// Whether durable tasks whose hand-off failed run in-process instead.
+    #[cfg(feature = "durable")]
+    pub(crate) durable_fallback: bool,
 }
 
 impl Settings {
@@ -52,6 +55,8 @@ impl Default for Settings {
             hold: false,
             #[cfg(feature = "durable")]
             durable: None,
+            #[cfg(feature = "durable")]
+            durable_fallback: false,
         }
     }
 }
@@ -140,6 +145,22 @@ impl RunnerBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub fn durable(mut self, backend: impl crate::durable::DurableBackend) -> Self {
         self.settings.durable = Some(std::sync::Arc::new(backend));
+        self
+    }
+
+    /// With `true`, durable tasks whose hand-off failed (the backend said
+    /// they were not stored: the database is down, say) run in-process
+    /// instead, at once, in the drain that tried to hand them off: once,
+    /// without retries, and without surviving a crash. Each is logged as run
+    /// without durability, and counted by how it ran (`completed`, `failed`,
+    /// …) rather than `persist_failed`. A hand-off whose outcome is unknown
+    /// ([`persist_unknown`](crate::Stats::persist_unknown)) never falls
+    /// back: its tasks may have been stored, and would run twice. Off by
+    /// default (feature `durable`), as in Laravel's failover queue.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    pub fn durable_fallback(mut self, on: bool) -> Self {
+        self.settings.durable_fallback = on;
         self
     }
 

@@ -64,7 +64,7 @@ use crate::task::{Task, Why, settle};
 ///
 /// ```text
 /// tasks_received == completed + failed + panicked + timed_out + skipped + abandoned + rejected
-///                   + persisted + persist_failed (with the `durable` feature)
+///                   + persisted + persist_failed + persist_unknown (with the `durable` feature)
 /// ```
 ///
 /// and every task that did not complete was logged with its name. No task is

@@ -78,6 +78,8 @@ impl Shared {
             lanes: Some(self.lanes.clone()),
             #[cfg(feature = "durable")]
             durable: self.settings.durable.clone(),
+            #[cfg(feature = "durable")]
+            durable_fallback: self.settings.durable_fallback,
         }
     }
 

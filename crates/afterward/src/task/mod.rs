@@ -6,6 +6,7 @@
 //! bodies share one trait, so a task is one pointer.
 
 mod capture;
+mod id;
 mod name;
 mod settle;
 
@@ -19,10 +20,19 @@ use tracing::Span;
 
 pub(crate) use self::capture::task_of;
 pub use self::capture::{TaskFn, TaskOutput, TaskResult};
+pub use self::id::{ParseTaskIdError, TaskId};
 pub(crate) use self::name::TaskName;
 pub(crate) use self::settle::{Rejection, Why, log_unrun, settle};
 use crate::condition::RunIf;
 use crate::quiet::drop_quietly;
+
+/// What log lines name a task by, once the task itself may be gone.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskTag {
+    pub(crate) name: TaskName,
+    pub(crate) position: usize,
+    pub(crate) id: TaskId,
+}
 
 /// What a finished task returned: `Err` carries the task's error, already
 /// formatted, so that error types need not be `Send`.
@@ -42,6 +52,7 @@ pin_project! {
 
 /// A task's header.
 pub(crate) struct Header {
+    id: TaskId,
     /// The function's type name, shortened when shown.
     name: &'static str,
     /// The span that was current when the task was added.
@@ -110,13 +121,27 @@ impl Task {
         Task::new(name, parent, false, AsyncBody { future })
     }
 
+    #[inline]
     pub(crate) fn new(
         name: &'static str,
         parent: Span,
         sync: bool,
         body: impl Body + 'static,
     ) -> Task {
+        Task::with_id(TaskId::new(), name, parent, sync, body)
+    }
+
+    /// A task whose id was made first, for a body that needs to know it.
+    #[inline]
+    pub(crate) fn with_id(
+        id: TaskId,
+        name: &'static str,
+        parent: Span,
+        sync: bool,
+        body: impl Body + 'static,
+    ) -> Task {
         let header = Header {
+            id,
             name,
             parent,
             position: 0,
@@ -135,6 +160,21 @@ impl Task {
     #[inline]
     pub(crate) fn header_mut(&mut self) -> &mut Header {
         self.0.as_mut().project().header
+    }
+
+    #[inline]
+    pub(crate) fn id(&self) -> TaskId {
+        self.header().id
+    }
+
+    /// What log lines name the task by.
+    #[inline]
+    pub(crate) fn tag(&self) -> TaskTag {
+        TaskTag {
+            name: self.name(),
+            position: self.position(),
+            id: self.id(),
+        }
     }
 
     #[inline]
@@ -211,11 +251,12 @@ impl Task {
     /// instead of letting the panic out. Every task that does not run leaves
     /// through here (see [`settle`]).
     pub(crate) fn discard(self) {
-        let (name, position) = (self.name(), self.position());
+        let tag = self.tag();
         if let Some(message) = drop_quietly(self) {
             tracing::error!(
-                task = name.short(),
-                position,
+                task = tag.name.short(),
+                position = tag.position,
+                id = %tag.id,
                 panic = %message,
                 "a background task that did not run panicked when it was dropped"
             );

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use tracing::{Level, Span};
 
-use super::{Task, TaskName};
+use super::{Task, TaskTag};
 use crate::counts::TaskOutcome;
 
 /// Why tasks are settled without running.
@@ -39,6 +39,9 @@ pub(crate) enum Why<'a> {
     /// Its durable hand-off failed with this error.
     #[cfg(feature = "durable")]
     PersistFailed(&'a str),
+    /// Its durable hand-off ended without knowing whether it was stored.
+    #[cfg(feature = "durable")]
+    PersistUnknown(&'a str),
 }
 
 /// Why a runner refused tasks.
@@ -64,6 +67,8 @@ impl Why<'_> {
             Why::Rejected(_) => Some(TaskOutcome::Rejected),
             #[cfg(feature = "durable")]
             Why::PersistFailed(_) => Some(TaskOutcome::PersistFailed),
+            #[cfg(feature = "durable")]
+            Why::PersistUnknown(_) => Some(TaskOutcome::PersistUnknown),
         }
     }
 }
@@ -71,15 +76,16 @@ impl Why<'_> {
 /// Logs each task with `why`, then drops it through its guard.
 pub(crate) fn settle(tasks: impl IntoIterator<Item = Task>, why: Why<'_>) {
     for task in tasks {
-        log_unrun(&task.name(), task.position(), task.parent(), why);
+        log_unrun(&task.tag(), task.parent(), why);
         task.discard();
     }
 }
 
-/// Logs one task that will not run (or stopped running), by its name and
-/// position, in the span it was added under.
-pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Why<'_>) {
-    let task = name.short();
+/// Logs one task that will not run (or stopped running), by its name,
+/// position and id, in the span it was added under.
+pub(crate) fn log_unrun(tag: &TaskTag, parent: &Span, why: Why<'_>) {
+    let task = tag.name.short();
+    let (position, id) = (tag.position, tracing::field::display(tag.id));
     let (level, message): (Level, Cow<'_, str>) = match why {
         Why::Unmet(reason) => (
             Level::WARN,
@@ -90,7 +96,7 @@ pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Wh
             "background task skipped: an earlier task of its queue failed".into(),
         ),
         Why::QueueSkipped(reason) => {
-            tracing::warn!(parent: parent, task, position, reason, "background task skipped");
+            tracing::warn!(parent: parent, task, position, %id, reason, "background task skipped");
             return;
         }
         Why::AddedAfterSkip => (
@@ -127,15 +133,28 @@ pub(crate) fn log_unrun(name: &TaskName, position: usize, parent: &Span, why: Wh
                 parent: parent,
                 task,
                 position,
+                %id,
                 error,
                 "durable task not stored: its hand-off failed; it will not run"
             );
             return;
         }
+        #[cfg(feature = "durable")]
+        Why::PersistUnknown(error) => {
+            tracing::error!(
+                parent: parent,
+                task,
+                position,
+                %id,
+                error,
+                "durable task may or may not have been stored: its hand-off's answer was lost; it may run"
+            );
+            return;
+        }
     };
     match level {
-        Level::ERROR => tracing::error!(parent: parent, task, position, "{message}"),
-        Level::WARN => tracing::warn!(parent: parent, task, position, "{message}"),
-        _ => tracing::debug!(parent: parent, task, position, "{message}"),
+        Level::ERROR => tracing::error!(parent: parent, task, position, %id, "{message}"),
+        Level::WARN => tracing::warn!(parent: parent, task, position, %id, "{message}"),
+        _ => tracing::debug!(parent: parent, task, position, %id, "{message}"),
     }
 }

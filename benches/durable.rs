@@ -1,28 +1,36 @@
 //! What durability costs, on the real PostgreSQL (`DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`, schema `afterward_bench`):
+//! `postgres://postgres@127.0.0.1:5432/postgres`, schema `afterward_bench`),
+//! each figure next to its baseline from the same run:
 //!
-//! 1. the hand-off per request: a runner drains queues of 1 and of 10 no-op
-//!    durable tasks, in-process (no backend: the baseline) and stored as a
-//!    chain by `GraphileBackend`; 16 requests in flight, cases alternating
-//!    round by round, the median round reported;
-//! 2. a worker's throughput in steps per second: chains of 5 no-op steps
-//!    run by one `GraphileWorker` (concurrency 8), handed off while it runs,
-//!    and found waiting when it starts (with and without graphile_worker's
-//!    local queue).
+//! 1. hand-offs: chains of one no-op durable task stored per second with
+//!    64 hand-offs in flight, batched (the default), one transaction per
+//!    chain (`max_batch(1)`), and graphile_worker's own `add_job` per chain;
+//! 2. a worker: no-op steps run per second from a backlog, in chains of 1
+//!    and of 5, by `GraphileWorker` and by a raw graphile_worker worker
+//!    running no-op jobs, with the same slots (8) and local queue.
+//!
+//! Cases alternate round by round; the median round is reported.
 //!
 //! ```text
 //! cargo bench --bench durable [-- --quick]
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afterward::{DurableTask, Runner, Step, TaskQueue};
+use afterward::durable::{Chain, ChainStep, DurableBackend};
+use afterward::{DurableTask, FailurePolicy, Runner, Step, TaskId, TaskQueue};
+use afterward_graphile::graphile_worker::{
+    IntoTaskHandlerResult, JobSpec, LocalQueueConfig, RefetchDelayConfig, TaskHandler,
+    WorkerContext, WorkerOptions, WorkerUtils,
+};
 use afterward_graphile::{GraphileBackend, GraphileWorker};
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, PgPool};
 
 const SCHEMA: &str = "afterward_bench";
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 64;
+const SLOTS: usize = 8;
 
 #[derive(Serialize, Deserialize)]
 struct Noop {
@@ -39,110 +47,18 @@ impl DurableTask for Noop {
     }
 }
 
-const STEPS: usize = 5;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    /// The worker runs while the chains are handed off: it hears of each
-    /// new job at once (LISTEN/NOTIFY).
-    Running,
-    /// The chains wait in the table when the worker starts: graphile_worker
-    /// then finds them by polling.
-    Backlog,
-    /// The same, without graphile_worker's local queue (which
-    /// `GraphileWorker` turns on): one fetch per signal and slot.
-    BacklogDirect,
+/// A no-op graphile_worker job, for the raw worker.
+#[derive(Clone, Serialize, Deserialize)]
+struct RawNoop {
+    user: u64,
 }
 
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Running => "worker running during the hand-offs",
-            Mode::Backlog => "backlog at start",
-            Mode::BacklogDirect => "backlog at start, without the local queue",
-        }
-    }
-}
+impl TaskHandler for RawNoop {
+    const IDENTIFIER: &'static str = "raw_noop";
 
-/// Runs `chains` chains of `STEPS` steps through one worker; the steps run
-/// and the time from the first hand-off (or the worker's start, for a
-/// backlog) to the last step.
-async fn throughput(pool: &PgPool, chains: usize, mode: Mode) -> (usize, Duration) {
-    reset(pool).await;
-    let runner = Runner::builder()
-        .durable(GraphileBackend::new(pool.clone()).schema(SCHEMA))
-        .build();
-    let chains = if mode == Mode::Running {
-        chains
-    } else {
-        chains / 5
-    };
-    if mode != Mode::Running {
-        hand_off(&runner, chains, STEPS).await;
+    async fn run(self, _: WorkerContext) -> impl IntoTaskHandlerResult {
+        std::hint::black_box(self.user);
     }
-    let mut worker = GraphileWorker::new(pool.clone())
-        .schema(SCHEMA)
-        .task::<Noop>()
-        .concurrency(8);
-    if mode == Mode::BacklogDirect {
-        worker = worker.local_queue(None);
-    }
-    let worker = std::sync::Arc::new(worker.init().await.unwrap());
-    let start = Instant::now();
-    let running = tokio::spawn({
-        let worker = worker.clone();
-        async move { worker.run().await }
-    });
-    if mode == Mode::Running {
-        hand_off(&runner, chains, STEPS).await;
-    }
-    loop {
-        let (left,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "select count(*) from {SCHEMA}.afterward_chains where finished_at is null"
-        )))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = start.elapsed();
-    worker.request_shutdown();
-    running.await.unwrap().unwrap();
-    assert_eq!(runner.stats().persisted(), chains * STEPS);
-    (chains * STEPS, elapsed)
-}
-
-/// Hands off `requests` queues of `tasks` tasks, `IN_FLIGHT` at a time;
-/// the mean time per request.
-async fn hand_off(runner: &Runner, requests: usize, tasks: usize) -> Duration {
-    let start = Instant::now();
-    let mut in_flight = Vec::with_capacity(IN_FLIGHT);
-    for request in 0..requests {
-        let queue = TaskQueue::new();
-        for task in 0..tasks {
-            queue.add_durable(Noop {
-                user: (request * tasks + task) as u64,
-            });
-        }
-        in_flight.push(runner.spawn(queue));
-        if in_flight.len() == IN_FLIGHT {
-            for handle in in_flight.drain(..) {
-                handle.await;
-            }
-        }
-    }
-    for handle in in_flight {
-        handle.await;
-    }
-    start.elapsed() / requests as u32
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
 }
 
 async fn reset(pool: &PgPool) {
@@ -159,13 +75,181 @@ async fn reset(pool: &PgPool) {
         .unwrap();
 }
 
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n
+}
+
+// ===== hand-offs =====
+
+/// Hands off `chains` queues of one durable task through `runner`,
+/// `IN_FLIGHT` at a time; returns chains stored per second.
+async fn hand_offs(runner: &Runner, chains: usize) -> f64 {
+    let start = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for user in 0..chains {
+        if in_flight.len() == IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        let queue = TaskQueue::new();
+        queue.add_durable(Noop { user: user as u64 });
+        in_flight.spawn(runner.spawn(queue));
+    }
+    in_flight.join_all().await;
+    chains as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Adds `chains` jobs with graphile_worker's `add_job`, `IN_FLIGHT` at a
+/// time; returns jobs added per second.
+async fn raw_add_jobs(utils: &WorkerUtils, chains: usize) -> f64 {
+    let start = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for user in 0..chains {
+        if in_flight.len() == IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        let utils = utils.clone();
+        in_flight.spawn(async move {
+            utils
+                .add_job(RawNoop { user: user as u64 }, JobSpec::default())
+                .await
+                .unwrap();
+        });
+    }
+    in_flight.join_all().await;
+    chains as f64 / start.elapsed().as_secs_f64()
+}
+
+// ===== workers =====
+
+/// Stores `steps` no-op steps in chains of `length`, without running them.
+async fn backlog(backend: &GraphileBackend, steps: usize, length: usize) {
+    let mut in_flight = tokio::task::JoinSet::new();
+    for chain in 0..steps / length {
+        let steps: Vec<ChainStep> = (0..length)
+            .map(|i| {
+                let user = (chain * length + i) as u64;
+                ChainStep::of(TaskId::new(), &Noop { user }).unwrap()
+            })
+            .collect();
+        let backend = backend.clone();
+        if in_flight.len() == IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        in_flight.spawn(async move {
+            backend
+                .persist(&Chain::new(steps, FailurePolicy::Continue))
+                .await
+                .unwrap();
+        });
+    }
+    in_flight.join_all().await;
+}
+
+/// Polls until `sql` counts nothing left.
+async fn until_none_left(pool: &PgPool, sql: &str) {
+    while count(pool, sql).await > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `GraphileWorker` from a backlog of `steps` steps in chains of `length`:
+/// steps run per second.
+async fn afterward_worker(
+    pool: &PgPool,
+    backend: &GraphileBackend,
+    steps: usize,
+    length: usize,
+) -> f64 {
+    reset(pool).await;
+    backlog(backend, steps, length).await;
+    let worker = GraphileWorker::new(pool.clone())
+        .schema(SCHEMA)
+        .task::<Noop>()
+        .concurrency(SLOTS)
+        .init()
+        .await
+        .unwrap();
+    let worker = Arc::new(worker);
+    let start = Instant::now();
+    let running = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run().await }
+    });
+    until_none_left(
+        pool,
+        &format!("select count(*) from {SCHEMA}.afterward_steps where state = 0"),
+    )
+    .await;
+    let rate = steps as f64 / start.elapsed().as_secs_f64();
+    worker.request_shutdown();
+    running.await.unwrap().unwrap();
+    rate
+}
+
+/// A raw graphile_worker worker from a backlog of `jobs` no-op jobs, with
+/// the same slots and local queue: jobs run per second.
+async fn raw_worker(pool: &PgPool, jobs: usize) -> f64 {
+    reset(pool).await;
+    let utils = WorkerUtils::new(pool.clone(), SCHEMA.to_owned());
+    let spec = JobSpec::default();
+    for chunk in (0..jobs as u64).collect::<Vec<_>>().chunks(1_000) {
+        let batch: Vec<(RawNoop, &JobSpec)> = chunk
+            .iter()
+            .map(|&user| (RawNoop { user }, &spec))
+            .collect();
+        utils.add_jobs(&batch).await.unwrap();
+    }
+    let poll = Duration::from_secs(1);
+    let worker = WorkerOptions::default()
+        .pg_pool(pool.clone())
+        .schema(SCHEMA)
+        .concurrency(SLOTS)
+        .poll_interval(poll)
+        .listen_os_shutdown_signals(false)
+        .define_job::<RawNoop>()
+        .local_queue(
+            LocalQueueConfig::default().with_refetch_delay(
+                RefetchDelayConfig::default()
+                    .with_duration(poll)
+                    .with_max_abort_threshold(1),
+            ),
+        )
+        .init()
+        .await
+        .unwrap();
+    let worker = Arc::new(worker);
+    let start = Instant::now();
+    let running = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run().await }
+    });
+    until_none_left(
+        pool,
+        &format!("select count(*) from {SCHEMA}._private_jobs"),
+    )
+    .await;
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    worker.request_shutdown();
+    running.await.unwrap().unwrap();
+    rate
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|arg| arg == "--quick");
-    let (rounds, requests, chains) = if quick {
-        (3, 200, 200)
+    let quick = std::env::args().any(|arg| arg == "--quick") || std::env::var_os("CI").is_some();
+    let (rounds, chains, steps) = if quick {
+        (3, 2_000, 2_000)
     } else {
-        (7, 1_000, 1_000)
+        (5, 10_000, 10_000)
     };
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -176,40 +260,62 @@ async fn main() {
         .expect("this bench needs PostgreSQL at DATABASE_URL");
     reset(&pool).await;
 
-    let local = Runner::new();
-    let durable = Runner::builder()
-        .durable(GraphileBackend::new(pool.clone()).schema(SCHEMA))
-        .build();
-    println!(
-        "hand-off per request ({IN_FLIGHT} in flight, median of {rounds} rounds of {requests})"
-    );
-    for tasks in [1, 10] {
-        let (mut base, mut stored) = (Vec::new(), Vec::new());
-        hand_off(&durable, requests / 10, tasks).await;
-        for _ in 0..rounds {
-            base.push(hand_off(&local, requests, tasks).await);
-            stored.push(hand_off(&durable, requests, tasks).await);
-        }
-        let (base, stored) = (median(base), median(stored));
-        println!(
-            "  {tasks:>2} task(s): in-process {:>9.2?}   durable chain {:>9.2?}   ratio {:>6.0}x",
-            base,
-            stored,
-            stored.as_secs_f64() / base.as_secs_f64()
-        );
-    }
-    let stats = durable.stats();
-    assert_eq!(stats.persist_failed(), 0, "{stats:?}");
+    let batched = GraphileBackend::new(pool.clone()).schema(SCHEMA);
+    let one_by_one = batched.clone().max_batch(1);
+    let runner = |backend: &GraphileBackend| Runner::builder().durable(backend.clone()).build();
+    let (batched_runner, one_by_one_runner) = (runner(&batched), runner(&one_by_one));
+    let utils = WorkerUtils::new(pool.clone(), SCHEMA.to_owned());
+    utils.migrate().await.unwrap();
 
-    println!("worker throughput, chains of {STEPS} steps, concurrency 8:");
-    for mode in [Mode::Running, Mode::Backlog, Mode::BacklogDirect] {
-        let (steps, elapsed) = throughput(&pool, chains, mode).await;
-        println!(
-            "  {:<44} {steps:>5} steps in {elapsed:>8.2?}: {:>6.0} steps/s",
-            mode.name(),
-            steps as f64 / elapsed.as_secs_f64()
-        );
+    println!(
+        "hand-offs: chains of 1 task stored per second, {IN_FLIGHT} in flight, median of {rounds} rounds of {chains}"
+    );
+    let (mut b, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        reset(&pool).await;
+        b.push(hand_offs(&batched_runner, chains).await);
+        o.push(hand_offs(&one_by_one_runner, chains).await);
+        r.push(raw_add_jobs(&utils, chains).await);
     }
+    let (b, o, r) = (median(b), median(o), median(r));
+    println!("  batched (default)                  {b:>8.0} chains/s");
+    println!(
+        "  one transaction per chain          {o:>8.0} chains/s   batched / this: {:.2}x",
+        b / o
+    );
+    println!(
+        "  graphile_worker add_job per chain  {r:>8.0} jobs/s     batched / this: {:.2}x",
+        b / r
+    );
+    for runner in [&batched_runner, &one_by_one_runner] {
+        let stats = runner.stats();
+        assert_eq!(stats.persisted(), stats.tasks_received(), "{stats:?}");
+    }
+
+    println!(
+        "workers: no-op steps run per second from a backlog of {steps}, {SLOTS} slots, local queue"
+    );
+    let raw: Vec<f64> = {
+        let mut raw = Vec::new();
+        let mut ours = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            raw.push(raw_worker(&pool, steps).await);
+            for (i, length) in [1, 5].into_iter().enumerate() {
+                ours[i].push(afterward_worker(&pool, &batched, steps, length).await);
+            }
+        }
+        let raw_rate = median(raw.clone());
+        println!("  raw graphile_worker, no-op jobs    {raw_rate:>8.0} jobs/s");
+        for (i, length) in [1, 5].into_iter().enumerate() {
+            let rate = median(ours[i].clone());
+            println!(
+                "  GraphileWorker, chains of {length}        {rate:>8.0} steps/s    this / raw: {:.2}x",
+                rate / raw_rate
+            );
+        }
+        raw
+    };
+    std::hint::black_box(raw);
     sqlx::query(AssertSqlSafe(format!("drop schema {SCHEMA} cascade")))
         .execute(&pool)
         .await

@@ -1,12 +1,14 @@
 //! Every statement afterward sends, written once per schema. Each is one
-//! round trip: a hand-off stores a whole batch of chains and their first
-//! jobs in one statement; a step is recorded, its job removed and the next
-//! step's job queued in one statement.
+//! round trip: a hand-off stores a whole batch of chains and their jobs in
+//! one statement; a step is recorded, and its chain moved on, in one.
 //!
-//! A step's graphile_worker job carries what the step needs (its id, chain,
-//! index, task name and payload), so a worker reads nothing else before it
-//! runs a step. The job has the key `afterward:{step id}`, so there is at
-//! most one per step.
+//! A chain has one graphile_worker job, its cursor, with the key
+//! `afterward:{chain id}`. The job carries the step it is at (id, index,
+//! task name and payload), so a worker reads nothing else before it runs a
+//! step. Recording a step done moves the job on to the next step (or
+//! removes it after the last), and the worker runs that next step at once,
+//! in the same job: a chain's steps follow each other without a round trip
+//! through the queue.
 
 use crate::schema::Schema;
 
@@ -24,13 +26,15 @@ pub(crate) mod state {
 
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// Stores steps, and queues the first step of each new chain; returns
-    /// how many jobs it queued and the transaction's id.
+    /// Stores steps, and queues the job of each new chain; returns how many
+    /// jobs it queued and the transaction's id.
     pub(crate) store: String,
-    /// Records a step done, removes its job and queues the next step.
+    /// Records a step done and moves its chain's job on; returns the next
+    /// step, if any.
     pub(crate) done: String,
-    /// Records a step failed for good, removes its job, and either queues
-    /// the next step or drops the rest of the chain.
+    /// Records a step failed for good, and either moves its chain's job on
+    /// (returning the next step) or drops the rest of the chain (returning
+    /// the steps dropped).
     pub(crate) failed: String,
     /// Keeps the error of a step's failed attempt, for its status.
     pub(crate) last_error: String,
@@ -38,8 +42,7 @@ pub(crate) struct Statements {
     pub(crate) status: String,
     /// Deletes the chains finished before a time, and their jobs.
     pub(crate) prune: String,
-    /// Queues again the waiting steps whose turn has come and that have no
-    /// live job.
+    /// Queues again the chains whose next step waits with no live job.
     pub(crate) repair: String,
     /// Notifies the workers when a step's job has been runnable for a
     /// while, in case a worker missed it.
@@ -49,26 +52,37 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(schema: &Schema) -> Statements {
         let s = schema.quoted();
-        // The job of a step, from a row of `afterward_steps` named `n`.
-        let spec = format!(
-            "row('{IDENTIFIER}',
-                 json_build_object('step', replace(n.id::text, '-', ''),
-                                   'chain', replace(n.chain::text, '-', ''),
-                                   'index', n.index, 'name', n.name, 'payload', n.payload),
-                 null, null, n.max_attempts, 'afterward:' || replace(n.id::text, '-', ''),
-                 null, null)::{s}.job_spec"
+        let hex = |column: &str| format!("replace({column}::text, '-', '')");
+        // The job payload of the step in row `n`.
+        let payload = format!(
+            "json_build_object('step', {id}, 'chain', {chain}, 'index', n.index,
+                               'name', n.name, 'payload', n.payload)",
+            id = hex("n.id"),
+            chain = hex("n.chain"),
         );
-        let queue_next = |from: &str| {
-            format!(
-                "next as (
-                    select n.* from {from} f
-                    join {s}.afterward_steps n on n.chain = f.chain and n.index = f.index + 1
-                    where not f.last
-                ), queued as (
-                    select {s}.add_jobs(array[{spec}]) from next n
-                )"
-            )
-        };
+        // The job of the chain of row `n`, at that step.
+        let spec = format!(
+            "row('{IDENTIFIER}', {payload}, null, null, n.max_attempts,
+                 'afterward:' || {chain}, null, null)::{s}.job_spec",
+            chain = hex("n.chain"),
+        );
+        // Moves the job `$2` of the chain of the step in `f` on to the
+        // chain's next step, or removes it after the last; returns the next
+        // step, to run at once.
+        let move_on = format!(
+            "next as (
+                select n.* from f
+                join {s}.afterward_steps n on n.chain = f.chain and n.index = f.index + 1
+                where not f.last
+            ), moved as (
+                update {s}._private_jobs
+                set payload = (select {payload} from next n), attempts = 1, last_error = null
+                where id = $2 and exists (select 1 from next)
+            ), gone as (
+                delete from {s}._private_jobs where id = $2 and not exists (select 1 from next)
+            )"
+        );
+        let next_step = format!("(select {payload} from next n)");
         Statements {
             store: format!(
                 "with n as (
@@ -90,13 +104,10 @@ impl Statements {
                     set state = {done}, attempts = $3, finished_at = now()
                     where id = $1::uuid and state = {waiting}
                     returning chain, index, last
-                ), gone as (
-                    delete from {s}._private_jobs where id = $2
-                ), {next}
-                select (select count(*) from f), (select count(*) from queued)",
+                ), {move_on}
+                select (select count(*) from f), {next_step}",
                 done = state::DONE,
                 waiting = state::WAITING,
-                next = queue_next("f"),
             ),
             failed: format!(
                 "with failed as (
@@ -104,24 +115,22 @@ impl Statements {
                     set state = {failed}, attempts = $3, last_error = $4, finished_at = now()
                     where id = $1::uuid and state = {waiting}
                     returning chain, index, last, stop_on_failure
-                ), gone as (
-                    delete from {s}._private_jobs where id = $2
                 ), dropped as (
                     update {s}.afterward_steps d
                     set state = {dropped}, finished_at = now()
                     from failed
                     where failed.stop_on_failure and d.chain = failed.chain
                       and d.index > failed.index and d.state = {waiting}
-                    returning d.index, d.name, replace(d.id::text, '-', '') as id
+                    returning d.index, d.name, {dropped_id} as id
                 ), f as (
-                    select * from failed where not stop_on_failure
-                ), {next}
-                select (select count(*) from failed),
-                       (select coalesce(json_agg(dropped order by index), '[]') from dropped)",
+                    select chain, index, last or stop_on_failure as last from failed
+                ), {move_on}
+                select (select coalesce(json_agg(dropped order by index), '[]') from dropped),
+                       {next_step}",
                 failed = state::FAILED,
                 waiting = state::WAITING,
                 dropped = state::DROPPED,
-                next = queue_next("f"),
+                dropped_id = hex("d.id"),
             ),
             last_error: format!(
                 "update {s}.afterward_steps set last_error = $2
@@ -130,11 +139,14 @@ impl Statements {
             ),
             status: format!(
                 "select s.state, s.attempts, s.last_error,
-                        j.attempts as job_attempts, j.last_error as job_error,
+                        j.attempts as job_attempts,
                         j.locked_at is not null as locked
                  from {s}.afterward_steps s
-                 left join {s}._private_jobs j on j.key = 'afterward:' || replace(s.id::text, '-', '')
-                 where s.id = $1::uuid"
+                 left join {s}._private_jobs j
+                   on j.key = 'afterward:' || {chain} and j.payload->>'step' = {id}
+                 where s.id = $1::uuid",
+                chain = hex("s.chain"),
+                id = hex("s.id"),
             ),
             prune: format!(
                 "with old as (
@@ -142,12 +154,12 @@ impl Statements {
                     where last and finished_at < now() - make_interval(secs => $1)
                 ), gone as (
                     delete from {s}.afterward_steps s using old where s.chain = old.chain
-                    returning s.id
                 ), jobs as (
                     delete from {s}._private_jobs
-                    where key in (select 'afterward:' || replace(id::text, '-', '') from gone)
+                    where key in (select 'afterward:' || {chain} from old)
                 )
-                select count(*) from old"
+                select count(*) from old",
+                chain = hex("chain"),
             ),
             repair: format!(
                 "with n as (
@@ -160,7 +172,7 @@ impl Statements {
                             and p.state in ({done}, {failed})))
                       and not exists (
                           select 1 from {s}._private_jobs j
-                          where j.key = 'afterward:' || replace(s.id::text, '-', '')
+                          where j.key = 'afterward:' || {chain}
                             and (j.is_available or j.locked_at is not null))
                     limit 1000
                 ), queued as (
@@ -171,6 +183,7 @@ impl Statements {
                 waiting = state::WAITING,
                 done = state::DONE,
                 failed = state::FAILED,
+                chain = hex("s.chain"),
             ),
             pulse: format!(
                 "select pg_notify('jobs:insert', '{{\"count\":1}}')

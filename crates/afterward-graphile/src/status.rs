@@ -55,7 +55,6 @@ pub(crate) struct StatusRow {
     attempts: i16,
     last_error: Option<String>,
     job_attempts: Option<i16>,
-    job_error: Option<String>,
     locked: Option<bool>,
 }
 
@@ -71,15 +70,15 @@ impl From<StatusRow> for TaskStatus {
             state::FAILED => finished(TaskState::Failed),
             state::DROPPED => finished(TaskState::Dropped),
             _ => TaskStatus {
-                // A waiting step's attempts and errors live on its job
-                // until it finishes.
+                // A waiting step's attempts live on its chain's job while
+                // the job is at it.
                 state: if row.locked == Some(true) {
                     TaskState::Running
                 } else {
                     TaskState::Waiting
                 },
                 attempts: row.job_attempts.unwrap_or(0).max(0) as u32,
-                last_error: row.job_error,
+                last_error: row.last_error,
             },
         }
     }

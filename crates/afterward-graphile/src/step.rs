@@ -1,11 +1,11 @@
-//! The worker side of one step: run it from what its job carries, then
-//! record how it ended in one statement that also removes its job and
-//! queues the next step.
+//! The worker side of a chain's job: run the step it is at, record how it
+//! ended in one statement that also moves the job on, and run the next step
+//! at once, until the chain is finished or a step has to wait for a retry.
 //!
-//! The job is removed in the same statement that records the step done, so
-//! a step recorded done never runs again, even if its worker dies before
-//! graphile_worker completes the job; and a step that has a job is not done,
-//! so nothing needs to be read before running it.
+//! The job is moved on (or removed) by the statement that records a step
+//! done, so a step recorded done never runs again, even if its worker dies
+//! before graphile_worker completes the job; and the job always names a
+//! step not done yet, so nothing needs to be read before running it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,7 +22,8 @@ use tracing::Instrument;
 use crate::sql::IDENTIFIER;
 use crate::tasks::{StepError, Tasks};
 
-/// The graphile_worker job of one step: everything the step needs to run.
+/// A chain's graphile_worker job: the step it is at, with everything the
+/// step needs to run.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StepJob {
     step: String,
@@ -36,7 +37,7 @@ impl TaskHandler for StepJob {
     const IDENTIFIER: &'static str = IDENTIFIER;
 
     async fn run(self, ctx: WorkerContext) -> impl IntoTaskHandlerResult {
-        run_step(self, ctx).await
+        run_chain(self, ctx).await
     }
 }
 
@@ -48,19 +49,44 @@ struct Dropped {
     id: String,
 }
 
-async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
+/// Runs the chain's steps from the one `job` is at; `Err` leaves the job
+/// to graphile_worker for a retry of the step that failed.
+async fn run_chain(mut job: StepJob, ctx: WorkerContext) -> Result<(), String> {
     let Some(tasks) = ctx.get_ext::<Tasks>().cloned() else {
         return Err(format!(
             "{IDENTIFIER} jobs need a worker built by GraphileWorker"
         ));
     };
+    let pool = ctx.pg_pool().clone();
+    let job_id = *ctx.job().id();
+    let max_attempts = *ctx.job().max_attempts();
+    // The step the job was fetched for is on the attempt graphile_worker
+    // counted; each step run after it in the same job is on its first.
+    let mut attempt = *ctx.job().attempts();
+    loop {
+        match run_step(&tasks, &pool, job_id, job, attempt, max_attempts).await? {
+            Some(next) => {
+                job = next;
+                attempt = 1;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Runs one step and records how it ended; returns the chain's next step
+/// to run now, if any.
+async fn run_step(
+    tasks: &Tasks,
+    pool: &PgPool,
+    job_id: i64,
+    job: StepJob,
+    attempt: i16,
+    max_attempts: i16,
+) -> Result<Option<StepJob>, String> {
     let Ok(id) = job.step.parse::<TaskId>() else {
         return Err(format!("a step job with a malformed id: {:?}", job.step));
     };
-    let pool = ctx.pg_pool().clone();
-    let job_id = *ctx.job().id();
-    let attempt = *ctx.job().attempts();
-    let max_attempts = *ctx.job().max_attempts();
     let step = Step::new(
         id,
         job.chain.as_str(),
@@ -76,27 +102,30 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
         index = job.index,
         attempt,
     );
-    let ran = run(&tasks, &job.name, job.payload, step.clone())
+    let ran = run(tasks, &job.name, job.payload, step.clone())
         .instrument(span)
         .await;
     let at = Bookkeeping {
-        tasks: &tasks,
-        pool: &pool,
+        tasks,
+        pool,
         id,
         job_id,
         attempt,
     };
     match ran {
         Ok(()) => {
-            at.retrying("recording it done", |pool| {
-                sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(tasks.statements.done.as_str()))
+            let (_, next) = at
+                .retrying("recording it done", |pool| {
+                    sqlx::query_as::<_, (i64, Option<Json<StepJob>>)>(AssertSqlSafe(
+                        tasks.statements.done.as_str(),
+                    ))
                     .bind(id.to_string())
                     .bind(job_id)
                     .bind(attempt)
                     .fetch_one(pool)
-            })
-            .await?;
-            Ok(())
+                })
+                .await?;
+            Ok(next.map(|Json(next)| next))
         }
         Err(error) if error.is_final || step.is_last_attempt() => {
             tracing::error!(
@@ -108,9 +137,9 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
                 error = %error.message,
                 "durable step failed for good"
             );
-            let (_, dropped) = at
+            let (dropped, next) = at
                 .retrying("recording it failed", |pool| {
-                    sqlx::query_as::<_, (i64, Json<Vec<Dropped>>)>(AssertSqlSafe(
+                    sqlx::query_as::<_, (Json<Vec<Dropped>>, Option<Json<StepJob>>)>(AssertSqlSafe(
                         tasks.statements.failed.as_str(),
                     ))
                     .bind(id.to_string())
@@ -129,9 +158,7 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
                     "durable step dropped: an earlier step of its chain failed for good"
                 );
             }
-            // Its job is gone with the record: nothing for graphile_worker
-            // to retry.
-            Ok(())
+            Ok(next.map(|Json(next)| next))
         }
         Err(error) => {
             tracing::warn!(
@@ -148,7 +175,7 @@ async fn run_step(job: StepJob, ctx: WorkerContext) -> Result<(), String> {
             let _ = sqlx::query(AssertSqlSafe(tasks.statements.last_error.as_str()))
                 .bind(id.to_string())
                 .bind(&error.message)
-                .execute(&pool)
+                .execute(pool)
                 .await;
             Err(error.message)
         }

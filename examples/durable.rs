@@ -2,20 +2,25 @@
 //! durable, stored in PostgreSQL at hand-off and sent by graphile_worker
 //! workers, with retries and backoff.
 //!
-//! `POST /register` takes `{"email": …, "username": …}` and answers at once;
-//! when the response is finished, the welcome email is stored as a chain in
-//! PostgreSQL (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`,
-//! schema `afterward_demo`). A worker sends it to the outbox directory with
-//! lettre's file transport. The message's `Message-ID` is the step's
-//! idempotency key, the same on every attempt, so a mail server can drop a
-//! repeat. `GET /outbox` lists what was sent.
+//! `POST /register` takes `{"email": …, "username": …}` and answers at once,
+//! `202 Accepted` with the email task's id in a `Location` header (the
+//! async request-reply pattern); when the response is finished, the task is
+//! stored in PostgreSQL (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, schema `afterward_demo`).
+//! `GET /tasks/{id}` reports where it stands. A worker sends it to the
+//! outbox directory with lettre's file transport. The message's `Message-ID`
+//! is the step's idempotency key, the same on every attempt, so a mail
+//! server can drop a repeat. `GET /outbox` lists what was sent, and
+//! `GET /metrics` the server's metrics, for Prometheus.
 //!
 //! ```text
 //! cargo run --example durable              # server + in-process worker
 //! cargo run --example durable -- --worker  # a worker alone (run several)
 //! curl -i -X POST localhost:3000/register -H 'content-type: application/json' \
 //!      -d '{"email": "ada@example.com", "username": "ada"}'
+//! curl localhost:3000/tasks/<the id in the Location header>
 //! curl localhost:3000/outbox
+//! curl localhost:3000/metrics
 //! ```
 //!
 //! Stop the server before the worker has run and start it again, or run the
@@ -27,15 +32,18 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afterward::{DurableTask, Runner, Step, TaskQueue};
-use afterward_graphile::{GraphileBackend, GraphileWorker};
+use afterward::{DurableTask, Runner, Step, TaskId, TaskQueue};
+use afterward_graphile::{GraphileBackend, GraphileWorker, TaskState};
 use afterward_hyper::TaskLayer;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::{Address, FileTransport, Transport};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -108,25 +116,63 @@ struct Registration {
     username: String,
 }
 
-async fn register(
-    tasks: TaskQueue,
-    Json(registration): Json<Registration>,
-) -> (StatusCode, Json<Value>) {
+async fn register(tasks: TaskQueue, Json(registration): Json<Registration>) -> Response {
     if let Err(error) = registration.email.parse::<Address>() {
         let message = format!("invalid email address {:?}: {error}", registration.email);
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({ "error": message })),
-        );
+        )
+            .into_response();
     }
-    tasks.add_durable(SendWelcomeEmail {
-        to: registration.email,
-        username: registration.username.clone(),
-    });
+    let id = tasks
+        .add_durable(SendWelcomeEmail {
+            to: registration.email,
+            username: registration.username.clone(),
+        })
+        .id();
     (
-        StatusCode::CREATED,
-        Json(json!({ "registered": registration.username, "welcome_email": "queued" })),
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/tasks/{id}"))],
+        Json(json!({ "registered": registration.username, "welcome_email": id.to_string() })),
     )
+        .into_response()
+}
+
+/// Where a task stands, by the id `register` answered with.
+async fn task_status(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<TaskId>() else {
+        return (StatusCode::BAD_REQUEST, "a task id is 32 hex digits").into_response();
+    };
+    match app.backend.status(id).await {
+        Ok(Some(status)) => {
+            let state = match status.state() {
+                TaskState::Waiting => "waiting",
+                TaskState::Running => "running",
+                TaskState::Done => "done",
+                TaskState::Failed => "failed",
+                TaskState::Dropped => "dropped",
+                _ => "unknown",
+            };
+            Json(json!({
+                "id": id.to_string(),
+                "state": state,
+                "attempts": status.attempts(),
+                "last_error": status.last_error(),
+            }))
+            .into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such task").into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+    }
+}
+
+/// The server's metrics, in Prometheus' text format.
+async fn metrics(State(app): State<AppState>) -> Response {
+    match &app.metrics {
+        Some(handle) => handle.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder").into_response(),
+    }
 }
 
 /// The recipients of the messages in the outbox.
@@ -144,17 +190,25 @@ async fn list_outbox() -> Json<Value> {
 }
 
 /// The server's runner: durable tasks go to PostgreSQL at hand-off.
-pub(crate) fn runner(pool: PgPool, schema: &str) -> Runner {
-    Runner::builder()
-        .durable(GraphileBackend::new(pool).schema(schema))
-        .build()
+pub(crate) fn runner(backend: &GraphileBackend) -> Runner {
+    Runner::builder().durable(backend.clone()).build()
 }
 
-pub(crate) fn app(runner: Runner) -> Router {
+/// What the handlers share: where tasks are looked up, and the metrics.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) backend: GraphileBackend,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+pub(crate) fn app(runner: Runner, state: AppState) -> Router {
     Router::new()
         .route("/register", post(register))
+        .route("/tasks/{id}", get(task_status))
         .route("/outbox", get(list_outbox))
+        .route("/metrics", get(metrics))
         .layer(TaskLayer::new(runner))
+        .with_state(state)
 }
 
 /// A worker that sends the stored emails.
@@ -188,8 +242,13 @@ async fn main() -> Result<(), afterward_graphile::Error> {
         let worker = worker.clone();
         async move { worker.run().await }
     });
-    let runner = runner(pool, SCHEMA);
-    support::serve(app(runner.clone()), runner).await;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let backend = GraphileBackend::new(pool).schema(SCHEMA);
+    let runner = runner(&backend);
+    let state = AppState { backend, metrics };
+    support::serve(app(runner.clone(), state), runner).await;
     worker.request_shutdown();
     working.await??;
     Ok(())

@@ -277,6 +277,8 @@ async fn main() {
         .compact()
         .with_timer(SinceStart(Instant::now()))
         .with_target(false)
+        // Colours for a terminal only: not into a pipe or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     // The runner reports panics itself, with the task's name; the default
     // hook would print each one a second time.

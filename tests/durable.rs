@@ -39,11 +39,12 @@ fn client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
         .build_http()
 }
 
+/// Registers `email`; the status, and the `Location` of the email task.
 async fn register(
     client: &Client<HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     email: &str,
-) -> StatusCode {
+) -> (StatusCode, Option<String>) {
     let username = email.split('@').next().unwrap();
     let body = format!(r#"{{"email": "{email}", "username": "{username}"}}"#);
     let request = Request::post(format!("http://{addr}/register"))
@@ -52,8 +53,46 @@ async fn register(
         .unwrap();
     let response = client.request(request).await.unwrap();
     let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|value| value.to_str().unwrap().to_owned());
     response.into_body().collect().await.unwrap();
-    status
+    (status, location)
+}
+
+/// GETs `path`: the status and the body.
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client(false).request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The Prometheus recorder of this test binary: the first test installs it.
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone()
+}
+
+/// The value of the series whose line starts with `series`.
+fn sample(scraped: &str, series: &str) -> f64 {
+    scraped
+        .lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{scraped}"))
 }
 
 /// The recipients in the outbox, sorted.
@@ -91,22 +130,27 @@ async fn durable_example_stores_at_hand_off_and_its_worker_sends() {
     // The worker migrates; the server only hands off.
     let worker = std::sync::Arc::new(
         durable::worker(pool.clone(), &schema)
-            .configure(|options| options.poll_interval(Duration::from_millis(100)))
+            .poll_interval(Duration::from_millis(100))
             .init()
             .await
             .unwrap(),
     );
-    let runner = durable::runner(pool.clone(), &schema);
-    let addr = serve(durable::app(runner.clone())).await;
+    let backend = afterward_graphile::GraphileBackend::new(pool.clone()).schema(&schema);
+    let runner = durable::runner(&backend);
+    let state = durable::AppState {
+        backend,
+        metrics: Some(prometheus()),
+    };
+    let addr = serve(durable::app(runner.clone(), state)).await;
 
+    let mut locations = Vec::new();
     for (http2, email) in [(false, "ada@example.com"), (true, "grace@example.com")] {
-        assert_eq!(
-            register(&client(http2), addr, email).await,
-            StatusCode::CREATED
-        );
+        let (status, location) = register(&client(http2), addr, email).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        locations.push(location.expect("a Location for the task"));
     }
     assert_eq!(
-        register(&client(false), addr, "not-an-email").await,
+        register(&client(false), addr, "not-an-email").await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // Both hand-offs are stored before any worker runs.
@@ -120,6 +164,17 @@ async fn durable_example_stores_at_hand_off_and_its_worker_sends() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(sent().is_empty());
+    for location in &locations {
+        let (status, body) = get(addr, location).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(r#""state":"waiting""#), "{body}");
+    }
+    assert_eq!(
+        get(addr, &format!("/tasks/{}", afterward::TaskId::new()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 
     let working = tokio::spawn({
         let worker = worker.clone();
@@ -145,9 +200,30 @@ async fn durable_example_stores_at_hand_off_and_its_worker_sends() {
         })
         .collect();
     assert_eq!(ids.len(), 2);
+    for location in &locations {
+        // The task's id is its step's idempotency key, and so the message's.
+        let id = location.trim_start_matches("/tasks/");
+        assert!(ids.iter().any(|message| message.contains(id)), "{ids:?}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = get(addr, location).await;
+            if body.contains(r#""state":"done""#) {
+                assert!(body.contains(r#""attempts":1"#), "{body}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The hand-offs are in the metrics, as in the stats.
+    let (status, scraped) = get(addr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
-        ids.iter().all(|id| id.ends_with(":0@afterward.example>")),
-        "{ids:?}"
+        sample(
+            &scraped,
+            r#"afterward_tasks_total{task="send_welcome_email",outcome="persisted"}"#
+        ) >= 2.0,
+        "{scraped}"
     );
 
     let stats = runner.stats();
@@ -169,12 +245,17 @@ async fn an_unreachable_database_leaves_the_response_alone() {
         .acquire_timeout(Duration::from_secs(2))
         .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
         .unwrap();
-    let runner: Runner = durable::runner(pool, "unreachable");
-    let addr = serve(durable::app(runner.clone())).await;
+    let backend = afterward_graphile::GraphileBackend::new(pool).schema("unreachable");
+    let runner: Runner = durable::runner(&backend);
+    let state = durable::AppState {
+        backend,
+        metrics: None,
+    };
+    let addr = serve(durable::app(runner.clone(), state)).await;
     for http2 in [false, true] {
         assert_eq!(
-            register(&client(http2), addr, "ada@example.com").await,
-            StatusCode::CREATED
+            register(&client(http2), addr, "ada@example.com").await.0,
+            StatusCode::ACCEPTED
         );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -13,6 +13,8 @@ pub(crate) fn init_logging() {
     tracing_subscriber::fmt()
         .compact()
         .with_target(false)
+        // Colours for a terminal only: not into a pipe or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 

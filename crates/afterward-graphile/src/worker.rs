@@ -177,7 +177,9 @@ impl GraphileWorker {
     }
 
     /// Adjusts graphile_worker's own options last (shutdown signals,
-    /// hooks…).
+    /// hooks…). Set the poll interval with
+    /// [`poll_interval`](GraphileWorker::poll_interval) rather than here: the
+    /// local queue's pause between idle fetches follows it.
     pub fn configure(
         mut self,
         f: impl FnOnce(WorkerOptions) -> WorkerOptions + Send + 'static,
@@ -272,7 +274,7 @@ impl Upkeep {
                 if let Err(error) = pulse {
                     tracing::debug!(error = %error, "durable worker upkeep: pulse failed");
                 }
-                if round % REPAIR_EVERY == 0 {
+                if round.is_multiple_of(REPAIR_EVERY) {
                     repair(&pool, &statements, every * REPAIR_EVERY).await;
                 }
             }

@@ -218,6 +218,7 @@ mod drain;
 #[cfg(feature = "durable")]
 #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 pub mod durable;
+mod metrics;
 mod queue;
 mod quiet;
 mod report;

@@ -11,6 +11,7 @@ use super::front::{Front, look_at_front, take_front};
 use super::lanes::Lanes;
 use super::run::{Ran, in_span, run_sync, task_span};
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::queue::Inner;
 use crate::quiet::take_message;
 use crate::task::{TaskTag, Why, settle};
@@ -72,8 +73,9 @@ impl Batch {
             };
             let span = task_span(&task);
             let tag = task.tag();
+            let started = metrics::now();
             let ran = in_span(span.as_ref(), || run_sync(task, self.ctx.timeout));
-            if !self.finish(span.as_ref(), tag, &ran) {
+            if !self.finish(span.as_ref(), tag, &ran, started) {
                 return;
             }
         }
@@ -84,7 +86,13 @@ impl Batch {
     ///
     /// The count reaches the runner while the queue is locked, so the drain,
     /// which takes that lock to end, cannot end before it.
-    fn finish(&self, span: Option<&Span>, tag: TaskTag, ran: &Ran) -> bool {
+    fn finish(
+        &self,
+        span: Option<&Span>,
+        tag: TaskTag,
+        ran: &Ran,
+        started: metrics::Started,
+    ) -> bool {
         let outcome = ran.outcome();
         {
             let mut state = self.queue.lock();
@@ -111,6 +119,7 @@ impl Batch {
         if let Some(host) = &self.ctx.host {
             host.made_room();
         }
+        metrics::ran(&tag.name, outcome, started);
         in_span(span, || ran.log(&tag));
         true
     }

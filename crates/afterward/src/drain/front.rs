@@ -1,6 +1,7 @@
 //! What a drain or a sync batch takes next: the one place a task's run
 //! condition is checked.
 
+use crate::metrics;
 use crate::queue::State;
 use crate::task::Task;
 
@@ -25,16 +26,26 @@ pub(super) fn look_at_front(state: &mut State) -> Front {
     match task.refuses(state.outcome) {
         None if task.is_sync() => Front::Sync,
         None => Front::Async,
-        Some(why) => match take_front(state) {
+        Some(why) => match pop(state) {
             Some(task) => Front::Unmet(task, why),
             None => Front::Empty,
         },
     }
 }
 
-/// Takes the front task out of the queue.
+/// Takes the front task out of the queue, to run it.
 #[inline]
 pub(super) fn take_front(state: &mut State) -> Option<Task> {
+    let task = pop(state)?;
+    if metrics::ENABLED {
+        metrics::waited(&task.name(), state.handed);
+    }
+    Some(task)
+}
+
+/// Takes the front task out of the queue.
+#[inline]
+fn pop(state: &mut State) -> Option<Task> {
     let task = state.tasks.pop_front()?;
     if state.tasks.is_empty() {
         state.forget_if_emptied();

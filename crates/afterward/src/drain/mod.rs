@@ -38,6 +38,7 @@ pub(crate) use self::lanes::Lanes;
 use self::run::{Ran, RunAsync, in_span, task_span};
 use self::tally::Tally;
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::queue::{Fate, Inner, State};
 use crate::report::DrainReport;
 use crate::task::{Task, TaskName, TaskTag, Why, log_unrun, settle};
@@ -111,20 +112,23 @@ struct Progress {
 }
 
 impl Progress {
-    /// Counts and logs the async task in flight, which ended as `ran`.
+    /// Counts and logs the async task in flight, which ended as `ran`
+    /// after it `started`.
     #[inline]
-    fn ran(&mut self, ran: Ran, span: Option<&Span>) {
+    fn ran(&mut self, ran: Ran, span: Option<&Span>, started: metrics::Started) {
         let Some(tag) = self.in_flight.take() else {
             return;
         };
         if let Ran::Completed = ran {
             // The usual case, without `Ran`'s destructor.
             self.count(TaskOutcome::Completed, 1);
+            metrics::ran(&tag.name, TaskOutcome::Completed, started);
             return in_span(span, || Ran::log_completed(&tag));
         }
         let outcome = ran.outcome();
         self.failed = true;
         self.count(outcome, 1);
+        metrics::ran(&tag.name, outcome, started);
         in_span(span, || ran.log(&tag));
     }
 
@@ -312,8 +316,9 @@ impl Drain {
                     let span = task_span(&task);
                     let timer = timer(&self.ctx, &mut self.timer);
                     let tally = &mut self.progress.tally;
+                    let started = metrics::now();
                     let ran = RunAsync::new(task, span.as_ref(), timer, tally).await;
-                    self.progress.ran(ran, span.as_ref());
+                    self.progress.ran(ran, span.as_ref(), started);
                     self.streak += 1;
                     if self.streak == STREAK {
                         self.streak = 0;
@@ -366,13 +371,15 @@ impl Drain {
         self.progress.in_flight = Some(task.tag());
         let span = task_span(&task);
         let timer = timer(&self.ctx, &mut self.timer);
+        let started = metrics::now();
         let ran = RunAsync::new(task, span.as_ref(), timer, &mut self.progress.tally).await;
-        self.progress.ran(ran, span.as_ref());
+        self.progress.ran(ran, span.as_ref(), started);
     }
 
     fn batch_panicked(&mut self, message: &str) {
         let mut state = self.queue.lock();
         if let Some(tag) = state.drain.in_flight.take() {
+            metrics::ended(&tag.name, TaskOutcome::Panicked);
             state.drain.report.add(TaskOutcome::Panicked, 1);
             state.drain.failed = true;
             if let Some(host) = &self.ctx.host {

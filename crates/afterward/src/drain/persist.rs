@@ -11,6 +11,7 @@ use super::ctx::Ctx;
 use crate::condition::Outcome;
 use crate::counts::{Counts, TaskOutcome};
 use crate::durable::{Chain, ChainStep, DurableBackend, PersistFuture, Unconfirmed};
+use crate::metrics;
 use crate::queue::State;
 use crate::quiet::{drop_quietly, take_message};
 use crate::task::{Task, Why, settle};
@@ -143,6 +144,7 @@ pub(super) async fn persist(
                 "durable tasks stored"
             );
             for task in tasks {
+                metrics::ended(&task.name(), TaskOutcome::Persisted);
                 task.discard();
             }
         }

@@ -23,6 +23,7 @@ pub(crate) use self::state::{
 use self::state::{TaskNames, settle_removed};
 use crate::condition::Outcome;
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::task::{self, Rejection, Task, TaskFn, Why, settle};
 
 /// A per-request queue of background tasks.
@@ -270,6 +271,9 @@ impl TaskQueue {
     /// Returns the position of the last task that arrived.
     fn arrive(&self, mut state: MutexGuard<'_, State>, arrived: Arrivals) -> usize {
         let n = arrived.len();
+        if metrics::ENABLED && state.counted_by_host().is_some() {
+            arrived.for_each(|task| metrics::received(&task.name()));
+        }
         let State { tasks, owner, .. } = &mut *state;
         let turned_away = match (&owner.host, owner.fate) {
             (None, _) => {
@@ -402,6 +406,13 @@ impl Arrivals {
         match self {
             Arrivals::One(_) => 1,
             Arrivals::Many(tasks) => tasks.len(),
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Task)) {
+        match self {
+            Arrivals::One(task) => f(task),
+            Arrivals::Many(tasks) => tasks.for_each(f),
         }
     }
 

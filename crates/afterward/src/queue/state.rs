@@ -61,6 +61,8 @@ pub(crate) struct State {
     /// How the response this queue was filled for ended, for run conditions.
     pub(crate) outcome: Outcome,
     pub(crate) report: ReportSlot,
+    /// When the queue was last handed over, for the wait metric.
+    pub(crate) handed: crate::metrics::Started,
 }
 
 /// The drain that holds the queue, and what its sync batches share with it.
@@ -149,6 +151,7 @@ impl Inner {
                 },
                 outcome: Outcome::Success,
                 report: ReportSlot::default(),
+                handed: crate::metrics::Started::default(),
             }),
             released: Notify::new(),
         }

@@ -9,9 +9,22 @@ use super::shared::Shared;
 use super::state::{Phase, Waiting};
 use super::worker;
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::queue::{Fate, Host, Inner, State};
 use crate::report::DrainReport;
 use crate::task::{Rejection, Task, Why, settle};
+
+/// How a queue was handed over.
+struct HandedOver {
+    /// Its registration among the runner's open queues, to remove.
+    key: Option<usize>,
+    /// Made for this runner, or handed to it before: a shutdown under way
+    /// still takes it.
+    known: bool,
+    /// Its request holds a reservation: its tasks are taken whatever the
+    /// backlog.
+    reserved: bool,
+}
 
 /// What admission decided for a queue.
 enum Admission {
@@ -66,17 +79,18 @@ impl Shared {
             return DrainHandle::ready(DrainReport::default());
         }
         self.counters.received(n);
+        if metrics::ENABLED {
+            state.tasks.for_each(|task| metrics::received(&task.name()));
+            state.handed = metrics::now();
+        }
         let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.report);
         let mut rejected = Vec::new();
-        let admission = self.admit(
-            &inner,
-            &mut state,
+        let how = HandedOver {
             key,
             known,
             reserved,
-            report,
-            &mut rejected,
-        );
+        };
+        let admission = self.admit(&inner, &mut state, how, report, &mut rejected);
         if let Admission::Settled(why, tasks, _) = &admission {
             // Settled at once: the handle has its report now, and needs no
             // slot.
@@ -101,16 +115,14 @@ impl Shared {
             state.owner.fate = Fate::Run { scheduled: false };
             return;
         }
+        state.handed = metrics::now();
         let mut rejected = Vec::new();
-        let admission = self.admit(
-            &inner,
-            &mut state,
-            None,
-            true,
-            false,
-            ReportTo::Nobody,
-            &mut rejected,
-        );
+        let how = HandedOver {
+            key: None,
+            known: true,
+            reserved: false,
+        };
+        let admission = self.admit(&inner, &mut state, how, ReportTo::Nobody, &mut rejected);
         drop(state);
         self.act(inner, admission);
         if !rejected.is_empty() {
@@ -126,12 +138,15 @@ impl Shared {
         &self,
         inner: &Arc<Inner>,
         state: &mut State,
-        key: Option<usize>,
-        known: bool,
-        reserved: bool,
+        how: HandedOver,
         report: ReportTo,
         rejected: &mut Vec<Task>,
     ) -> Admission {
+        let HandedOver {
+            key,
+            known,
+            reserved,
+        } = how;
         let mut run = self.lock();
         if let Some(key) = key {
             run.open.try_remove(key);
@@ -195,6 +210,7 @@ impl Shared {
                 queue: inner.clone(),
                 report,
             });
+            metrics::drains(run.running, run.waiting.len());
             Admission::Waiting
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::futures::OwnedNotified;
 
 use super::shared::Shared;
 use super::state::RunState;
+use crate::metrics;
 
 impl Shared {
     /// Tasks received and not started: waiting in queues handed over, or
@@ -40,6 +41,9 @@ impl Shared {
     /// Called after every change that can make room (tasks counted, drains
     /// started); costs a fence and one load when nobody waits.
     pub(super) fn made_room(&self) {
+        if metrics::ENABLED {
+            metrics::backlog(self.backlog_now(self.running_hint.load(Relaxed)));
+        }
         // Pairs with the fence in `Capacity::poll`: either this sees the
         // waiter, or the waiter sees the room.
         fence(SeqCst);

@@ -44,6 +44,7 @@ pub use self::recorder::Recorder;
 use self::shared::Shared;
 pub use self::shutdown::ShutdownReport;
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::queue::TaskQueue;
 use crate::queue::{Fate, Host};
 use crate::report::DrainReport;
@@ -264,6 +265,11 @@ impl Runner {
             let host: Arc<dyn Host> = self.shared.clone();
             let previous = state.owner.host.replace(host);
             let tasks: Vec<Task> = state.tasks.take_all();
+            if metrics::ENABLED {
+                tasks
+                    .iter()
+                    .for_each(|task| metrics::received(&task.name()));
+            }
             // Counted under the queue's lock, and before the queue leaves
             // the list of requests in flight: a shutdown that sees it gone,
             // or no longer open, may return at once, and its caller must

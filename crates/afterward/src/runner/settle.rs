@@ -4,6 +4,7 @@
 use super::shared::Shared;
 use super::state::{Phase, RunState, Waiting};
 use crate::counts::TaskOutcome;
+use crate::metrics;
 use crate::queue::{Fate, Inner, Registration};
 use crate::report::DrainReport;
 use crate::task::{Task, TaskName, Why, settle};
@@ -59,6 +60,9 @@ impl Shared {
         };
         let names: Vec<TaskName> = tasks.iter().map(Task::name).collect();
         self.counters.received(tasks.len());
+        if metrics::ENABLED {
+            names.iter().for_each(metrics::received);
+        }
         self.count_abandoned(&mut self.lock(), &names);
         self.made_room();
         settle(tasks, Why::Abandoned);

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::builder::Settings;
 use super::state::{Cancel, RunState};
 use crate::drain::{Ctx, Lanes};
+use crate::metrics;
 use crate::queue::Host;
 use crate::stats::Counters;
 
@@ -86,11 +87,13 @@ impl Shared {
     pub(super) fn more_running(&self, run: &mut RunState, n: usize) {
         run.running += n;
         self.running_hint.store(run.running, Relaxed);
+        metrics::drains(run.running, run.waiting.len());
     }
 
     pub(super) fn fewer_running(&self, run: &mut RunState, n: usize) {
         run.running -= n;
         self.running_hint.store(run.running, Relaxed);
+        metrics::drains(run.running, run.waiting.len());
     }
 
     /// Whether `host` is this runner.

@@ -17,6 +17,7 @@ use super::handle::ReportTo;
 use super::shared::{MAX_IDLE_WORKERS, Shared};
 use super::state::{Phase, Waiting};
 use crate::drain::Drain;
+use crate::metrics;
 use crate::quiet::take_message;
 use crate::task::{Rejection, Why};
 
@@ -189,6 +190,7 @@ impl Shared {
     fn next<'a>(&'a self, parked: Pin<&mut Notified<'a>>) -> Next {
         let mut run = self.lock();
         if let Some(next) = run.waiting.pop_front() {
+            metrics::drains(run.running, run.waiting.len());
             return Next::Run(next);
         }
         self.fewer_running(&mut run, 1);

@@ -12,6 +12,7 @@ use tracing::{Level, Span};
 
 use super::{Task, TaskTag};
 use crate::counts::TaskOutcome;
+use crate::metrics;
 
 /// Why tasks are settled without running.
 #[derive(Debug, Clone, Copy)]
@@ -81,9 +82,17 @@ pub(crate) fn settle(tasks: impl IntoIterator<Item = Task>, why: Why<'_>) {
     }
 }
 
+/// Logs one task that will not run, and counts it in the metrics.
+fn counted(tag: &TaskTag, why: Why<'_>) {
+    if let Some(outcome) = why.outcome() {
+        metrics::ended(&tag.name, outcome);
+    }
+}
+
 /// Logs one task that will not run (or stopped running), by its name,
 /// position and id, in the span it was added under.
 pub(crate) fn log_unrun(tag: &TaskTag, parent: &Span, why: Why<'_>) {
+    counted(tag, why);
     let task = tag.name.short();
     let (position, id) = (tag.position, tracing::field::display(tag.id));
     let (level, message): (Level, Cow<'_, str>) = match why {

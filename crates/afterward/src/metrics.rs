@@ -1,0 +1,223 @@
+//! Metrics through the `metrics` facade (feature `metrics`): every count of
+//! the runner is also a series, so the conservation law holds over them.
+//!
+//! | series | kind | labels |
+//! |---|---|---|
+//! | `afterward_tasks_received_total` | counter | `task` |
+//! | `afterward_tasks_total` | counter | `task`, `outcome` |
+//! | `afterward_task_duration_seconds` | histogram | `task`, `outcome` (tasks that started) |
+//! | `afterward_task_wait_seconds` | histogram | `task` (from the queue's hand-off to the task's start) |
+//! | `afterward_drains_running`, `afterward_drains_waiting`, `afterward_backlog_tasks` | gauge | |
+//!
+//! Without the feature every function here is empty. With it, a task's
+//! keys are made once per task name and thread and kept, so emitting costs
+//! no allocation: without a recorder installed, a few calls into the
+//! facade's no-op recorder.
+
+/// Whether metrics are emitted: work done only for them is skipped
+/// otherwise.
+pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
+
+#[cfg(feature = "metrics")]
+pub(crate) use self::on::*;
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) use self::off::*;
+
+#[cfg(not(feature = "metrics"))]
+mod off {
+    use crate::counts::TaskOutcome;
+    use crate::task::TaskName;
+
+    /// When something started, for a duration; nothing to measure here.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Started;
+
+    #[inline(always)]
+    pub(crate) fn now() -> Started {
+        Started
+    }
+    #[inline(always)]
+    pub(crate) fn received(_: &TaskName) {}
+    #[inline(always)]
+    pub(crate) fn ended(_: &TaskName, _: TaskOutcome) {}
+    #[inline(always)]
+    pub(crate) fn ran(_: &TaskName, _: TaskOutcome, _: Started) {}
+    #[inline(always)]
+    pub(crate) fn waited(_: &TaskName, _: Started) {}
+    #[inline(always)]
+    pub(crate) fn drains(_: usize, _: usize) {}
+    #[inline(always)]
+    pub(crate) fn backlog(_: usize) {}
+}
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use metrics::{Key, Label, Level, Metadata};
+
+    use crate::counts::TaskOutcome;
+    use crate::task::TaskName;
+
+    static METADATA: Metadata<'static> =
+        Metadata::new("afterward", Level::INFO, Some(module_path!()));
+
+    /// When something started, for a duration.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Started(Instant);
+
+    impl Default for Started {
+        fn default() -> Started {
+            Started(Instant::now())
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now() -> Started {
+        Started(Instant::now())
+    }
+
+    /// The keys of one task name's series, made once.
+    struct Keys {
+        received: Key,
+        ended: Vec<Key>,
+        duration: Vec<Key>,
+        wait: Key,
+    }
+
+    impl Keys {
+        fn new(task: &str) -> Keys {
+            let task = || Label::new("task", task.to_owned());
+            let with_outcome = |name: &'static str| {
+                TaskOutcome::ALL
+                    .iter()
+                    .map(|outcome| {
+                        Key::from_parts(name, vec![task(), Label::new("outcome", outcome.label())])
+                    })
+                    .collect()
+            };
+            Keys {
+                received: Key::from_parts("afterward_tasks_received_total", vec![task()]),
+                ended: with_outcome("afterward_tasks_total"),
+                duration: with_outcome("afterward_task_duration_seconds"),
+                wait: Key::from_parts("afterward_task_wait_seconds", vec![task()]),
+            }
+        }
+    }
+
+    /// A task name as the cache knows it: a `'static` name by where it is,
+    /// which costs nothing to hash; a name given as a `String` by its text.
+    #[derive(PartialEq, Eq, Hash)]
+    enum Name {
+        At(usize, usize),
+        Text(Box<str>),
+    }
+
+    impl Name {
+        fn of(name: &TaskName) -> Name {
+            match name {
+                TaskName::Fn(_) | TaskName::Static(_) => {
+                    let short = name.short();
+                    Name::At(short.as_ptr() as usize, short.len())
+                }
+                TaskName::Shared(text) => Name::Text(text.as_ref().into()),
+            }
+        }
+    }
+
+    /// Hashes a `Name::At` with one multiplication.
+    #[derive(Default)]
+    struct Quick(u64);
+
+    impl std::hash::Hasher for Quick {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 =
+                    (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            }
+        }
+        fn write_usize(&mut self, n: usize) {
+            self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    type Cache = HashMap<Name, &'static Keys, std::hash::BuildHasherDefault<Quick>>;
+
+    thread_local! {
+        /// This thread's keys, by task name.
+        static KEYS: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    /// Calls `f` with the keys of `name`'s series. They are leaked, once
+    /// per task name and thread: names are a small, fixed set (the docs say
+    /// so), and a recorder keeps its series anyway.
+    fn with_keys(name: &TaskName, f: impl FnOnce(&Keys)) {
+        let keys = KEYS.with(|keys| {
+            let key = Name::of(name);
+            if let Some(&found) = keys.borrow().get(&key) {
+                return found;
+            }
+            let made: &'static Keys = Box::leak(Box::new(Keys::new(name.short())));
+            keys.borrow_mut().insert(key, made);
+            made
+        });
+        f(keys);
+    }
+
+    pub(crate) fn received(name: &TaskName) {
+        with_keys(name, |keys| {
+            metrics::with_recorder(|r| r.register_counter(&keys.received, &METADATA).increment(1));
+        });
+    }
+
+    pub(crate) fn ended(name: &TaskName, outcome: TaskOutcome) {
+        with_keys(name, |keys| {
+            let key = &keys.ended[outcome as usize];
+            metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+        });
+    }
+
+    /// A task that started and ended: counted, and its duration.
+    pub(crate) fn ran(name: &TaskName, outcome: TaskOutcome, started: Started) {
+        let seconds = started.0.elapsed().as_secs_f64();
+        with_keys(name, |keys| {
+            let (ended, duration) = (
+                &keys.ended[outcome as usize],
+                &keys.duration[outcome as usize],
+            );
+            metrics::with_recorder(|r| {
+                r.register_counter(ended, &METADATA).increment(1);
+                r.register_histogram(duration, &METADATA).record(seconds);
+            });
+        });
+    }
+
+    /// A task started, `handed` after its queue's hand-off.
+    pub(crate) fn waited(name: &TaskName, handed: Started) {
+        let seconds = handed.0.elapsed().as_secs_f64();
+        with_keys(name, |keys| {
+            metrics::with_recorder(|r| r.register_histogram(&keys.wait, &METADATA).record(seconds));
+        });
+    }
+
+    static RUNNING: Key = Key::from_static_name("afterward_drains_running");
+    static WAITING: Key = Key::from_static_name("afterward_drains_waiting");
+    static BACKLOG: Key = Key::from_static_name("afterward_backlog_tasks");
+
+    pub(crate) fn drains(running: usize, waiting: usize) {
+        metrics::with_recorder(|r| {
+            r.register_gauge(&RUNNING, &METADATA).set(running as f64);
+            r.register_gauge(&WAITING, &METADATA).set(waiting as f64);
+        });
+    }
+
+    pub(crate) fn backlog(tasks: usize) {
+        metrics::with_recorder(|r| r.register_gauge(&BACKLOG, &METADATA).set(tasks as f64));
+    }
+}

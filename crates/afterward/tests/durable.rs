@@ -597,3 +597,52 @@ async fn random_mixes_with_a_backend_count_every_task_once() {
         }
     }
 }
+
+/// A full backlog refuses in-process tasks, never durable ones: their
+/// request was answered, and storing them is all they wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_refuses_in_process_tasks_but_stores_durable_ones() {
+    let backend = Memory::default();
+    let runner = Runner::builder()
+        .max_concurrent_drains(1)
+        .max_backlog(1)
+        .durable(backend.clone())
+        .build();
+    // One drain slot, held, and the backlog filled.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let holder = TaskQueue::new();
+    holder.add_task(
+        move || async move {
+            started_tx.send(()).unwrap();
+            let _ = released.await;
+        },
+        (),
+    );
+    runner.spawn(holder);
+    started.await.unwrap();
+    let filler = TaskQueue::new();
+    filler.add_task(|| (), ());
+    runner.spawn(filler);
+
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let queue = TaskQueue::new();
+        queue.add_durable(mark(&format!("flood-{i}")));
+        queue.add_task(|| (), ()).name("in-process");
+        handles.push(runner.spawn(queue));
+    }
+    release.send(()).unwrap();
+    for handle in handles {
+        handle.await;
+    }
+    runner.wait_idle().await;
+    let stats = runner.stats();
+    assert_eq!(
+        (stats.persisted(), stats.rejected(), stats.completed()),
+        (20, 20, 2),
+        "{stats:?}"
+    );
+    assert_eq!(backend.chains.lock().unwrap().len(), 20);
+    assert_conserved(stats);
+}

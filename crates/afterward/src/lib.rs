@@ -172,6 +172,7 @@
 //! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
 //! | `test-util` | `Recorder`, a runner for tests that keeps the queues handed to it until the test runs them |
 //! | `durable` | `DurableTask`, `TaskQueue::add_durable` and `RunnerBuilder::durable`: tasks that leave the process at hand-off, to a backend such as `afterward-graphile` (see the `durable` module) |
+//! | `metrics` | the runner's counts, durations, waits and gauges through the [`metrics`](https://docs.rs/metrics) facade: `afterward_tasks_received_total{task}`, `afterward_tasks_total{task, outcome}`, `afterward_task_duration_seconds{task, outcome}`, `afterward_task_wait_seconds{task}`, `afterward_drains_running`, `afterward_drains_waiting`, `afterward_backlog_tasks`. Task names become labels: name tasks after what they do, never after a request's values |
 //!
 //! # What the runtime needs
 //!
@@ -192,11 +193,12 @@
 //! | `counts.rs` | the outcome table: every way a task ends up counted, once |
 //! | `report.rs` | [`DrainReport`] and [`FailurePolicy`] |
 //! | `stats.rs` | the runner's counters and their [`Stats`] snapshot |
+//! | `metrics.rs` | the same counts as `metrics` series (feature `metrics`; empty without) |
 //! | `durable/` | `DurableTask`, `Step`, chains and the backend trait (feature `durable`) |
-//! | `task/` | a queued task (one box: header and body), its name, argument capture ([`TaskFn`]), and the one way out for tasks that will not run |
-//! | `queue/` | [`TaskQueue`], its list of tasks, [`QueuedTask`], and `Host`: what a queue needs from its runner |
+//! | `task/` | a queued task (one box: header and body), its [`TaskId`] and name, argument capture ([`TaskFn`]), and the one way out for tasks that will not run |
+//! | `queue/` | [`TaskQueue`], its list of tasks, [`QueuedTask`], [`TaskQueue::current`], and `Host`: what a queue needs from its runner |
 //! | `drain/` | the sequential drain: running, counting and timing out tasks; sync batches; persisting durable tasks |
-//! | `runner/` | [`Runner`]: admission, workers, the backlog, shutdown, `Recorder` |
+//! | `runner/` | [`Runner`]: admission, workers, the backlog and its reservations, shutdown, `Recorder` |
 //! | `adapter.rs` | the protocol every framework adapter follows, and [`DisconnectPolicy`] |
 //! | `axum.rs` | [`TaskQueue`] as an axum extractor (feature `axum`) |
 //!

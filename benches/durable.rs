@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use afterward::durable::{Chain, ChainStep, DurableBackend};
 use afterward::{DurableTask, FailurePolicy, Runner, Step, TaskId, TaskQueue};
 use afterward_graphile::graphile_worker::{
-    IntoTaskHandlerResult, JobSpec, LocalQueueConfig, RefetchDelayConfig, TaskHandler,
+    IntoTaskHandlerResult, JobSpec, LocalQueueConfig, RefetchDelayConfig, TaskHandler, Worker,
     WorkerContext, WorkerOptions, WorkerUtils,
 };
 use afterward_graphile::{GraphileBackend, GraphileWorker};
@@ -173,18 +173,21 @@ async fn afterward_worker(
         .init()
         .await
         .unwrap();
+    let left = format!("select count(*) from {SCHEMA}.afterward_steps where state = 0");
+    rate(pool, worker, &left, steps).await
+}
+
+/// Runs `worker` until `left` counts nothing left; `done` of them per
+/// second.
+async fn rate(pool: &PgPool, worker: Worker, left: &str, done: usize) -> f64 {
     let worker = Arc::new(worker);
     let start = Instant::now();
     let running = tokio::spawn({
         let worker = worker.clone();
         async move { worker.run().await }
     });
-    until_none_left(
-        pool,
-        &format!("select count(*) from {SCHEMA}.afterward_steps where state = 0"),
-    )
-    .await;
-    let rate = steps as f64 / start.elapsed().as_secs_f64();
+    until_none_left(pool, left).await;
+    let rate = done as f64 / start.elapsed().as_secs_f64();
     worker.request_shutdown();
     running.await.unwrap().unwrap();
     rate
@@ -221,21 +224,8 @@ async fn raw_worker(pool: &PgPool, jobs: usize) -> f64 {
         .init()
         .await
         .unwrap();
-    let worker = Arc::new(worker);
-    let start = Instant::now();
-    let running = tokio::spawn({
-        let worker = worker.clone();
-        async move { worker.run().await }
-    });
-    until_none_left(
-        pool,
-        &format!("select count(*) from {SCHEMA}._private_jobs"),
-    )
-    .await;
-    let rate = jobs as f64 / start.elapsed().as_secs_f64();
-    worker.request_shutdown();
-    running.await.unwrap().unwrap();
-    rate
+    let left = format!("select count(*) from {SCHEMA}._private_jobs");
+    rate(pool, worker, &left, jobs).await
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

@@ -80,7 +80,7 @@ async fn run_step(
     tasks: &Tasks,
     pool: &PgPool,
     job_id: i64,
-    job: StepJob,
+    mut job: StepJob,
     attempt: i16,
     max_attempts: i16,
 ) -> Result<Option<StepJob>, String> {
@@ -102,7 +102,8 @@ async fn run_step(
         index = job.index,
         attempt,
     );
-    let ran = run(tasks, &job.name, job.payload, step.clone())
+    let payload = std::mem::take(&mut job.payload);
+    let ran = run(tasks, &job.name, payload, step.clone())
         .instrument(span)
         .await;
     let at = Bookkeeping {
@@ -128,15 +129,7 @@ async fn run_step(
             Ok(next.map(|Json(next)| next))
         }
         Err(error) if error.is_final || step.is_last_attempt() => {
-            tracing::error!(
-                task = job.name,
-                id = %id,
-                chain = job.chain,
-                index = job.index,
-                attempt,
-                error = %error.message,
-                "durable step failed for good"
-            );
+            log_failure(&job, id, attempt, &error.message, true);
             let (dropped, next) = at
                 .retrying("recording it failed", |pool| {
                     sqlx::query_as::<_, (Json<Vec<Dropped>>, Option<Json<StepJob>>)>(AssertSqlSafe(
@@ -161,16 +154,7 @@ async fn run_step(
             Ok(next.map(|Json(next)| next))
         }
         Err(error) => {
-            tracing::warn!(
-                task = job.name,
-                id = %id,
-                chain = job.chain,
-                index = job.index,
-                attempt,
-                max_attempts,
-                error = %error.message,
-                "durable step failed; graphile_worker will retry it after its backoff"
-            );
+            log_failure(&job, id, attempt, &error.message, false);
             // For its status; if this fails, the job's own error stays.
             let _ = sqlx::query(AssertSqlSafe(tasks.statements.last_error.as_str()))
                 .bind(id.to_string())
@@ -179,6 +163,25 @@ async fn run_step(
                 .await;
             Err(error.message)
         }
+    }
+}
+
+/// Logs a failed attempt of the step `job` is at: for good, or to be retried
+/// after graphile_worker's backoff.
+fn log_failure(job: &StepJob, id: TaskId, attempt: i16, error: &str, for_good: bool) {
+    let (task, chain, index) = (&job.name, &job.chain, job.index);
+    if for_good {
+        tracing::error!(task, %id, chain, index, attempt, error, "durable step failed for good");
+    } else {
+        tracing::warn!(
+            task,
+            %id,
+            chain,
+            index,
+            attempt,
+            error,
+            "durable step failed; graphile_worker will retry it after its backoff"
+        );
     }
 }
 

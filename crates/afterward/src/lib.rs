@@ -190,12 +190,13 @@
 //! |---|---|
 //! | `quiet.rs` | dropping user values without letting their panics out |
 //! | `condition.rs` | [`RunIf`] and the response's [`Outcome`] |
+//! | `id.rs` | [`TaskId`], every task's id |
 //! | `counts.rs` | the outcome table: every way a task ends up counted, once |
 //! | `report.rs` | [`DrainReport`] and [`FailurePolicy`] |
 //! | `stats.rs` | the runner's counters and their [`Stats`] snapshot |
 //! | `metrics.rs` | the same counts as `metrics` series (feature `metrics`; empty without) |
 //! | `durable/` | `DurableTask`, `Step`, chains and the backend trait (feature `durable`) |
-//! | `task/` | a queued task (one box: header and body), its [`TaskId`] and name, argument capture ([`TaskFn`]), and the one way out for tasks that will not run |
+//! | `task/` | a queued task (one box: header and body), its name, argument capture ([`TaskFn`]), and the one way out for tasks that will not run |
 //! | `queue/` | [`TaskQueue`], its list of tasks, [`QueuedTask`], [`TaskQueue::current`], and `Host`: what a queue needs from its runner |
 //! | `drain/` | the sequential drain: running, counting and timing out tasks; sync batches; persisting durable tasks |
 //! | `runner/` | [`Runner`]: admission, workers, the backlog and its reservations, shutdown, `Recorder` |
@@ -220,6 +221,7 @@ mod drain;
 #[cfg(feature = "durable")]
 #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 pub mod durable;
+mod id;
 mod metrics;
 mod queue;
 mod quiet;
@@ -235,6 +237,7 @@ pub use crate::axum::MissingTaskLayer;
 pub use crate::condition::{Outcome, RunIf};
 #[cfg(feature = "durable")]
 pub use crate::durable::{DurableTask, Step};
+pub use crate::id::{ParseTaskIdError, TaskId};
 pub use crate::queue::{QueuedTask, TaskQueue};
 pub use crate::report::{DrainReport, FailurePolicy};
 #[cfg(feature = "test-util")]
@@ -244,4 +247,4 @@ pub use crate::runner::{
     Capacity, DrainHandle, Reservation, Reserve, Runner, RunnerBuilder, ShutdownReport,
 };
 pub use crate::stats::Stats;
-pub use crate::task::{ParseTaskIdError, TaskFn, TaskId, TaskOutput, TaskResult};
+pub use crate::task::{TaskFn, TaskOutput, TaskResult};

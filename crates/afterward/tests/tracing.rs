@@ -44,12 +44,12 @@ async fn task_events_carry_the_request_span_and_the_task_span() {
 
     let sync_line = capture.line_with("blocking task says hello");
     assert!(
-        sync_line.contains(r#"request{request_id=42}:task{task="email_task" position=1}"#),
+        sync_line.contains(r#"request{request_id=42}:task{task="email_task" position=1 id="#),
         "{sync_line}"
     );
     let async_line = capture.line_with("async task says hello");
     assert!(
-        async_line.contains(r#"request{request_id=42}:task{task="webhook_task" position=2}"#),
+        async_line.contains(r#"request{request_id=42}:task{task="webhook_task" position=2 id="#),
         "{async_line}"
     );
     let failure = capture.line_with("background task failed");

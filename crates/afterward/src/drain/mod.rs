@@ -386,13 +386,7 @@ impl Drain {
                 host.counters().count(TaskOutcome::Panicked, 1);
             }
             drop(state);
-            tracing::error!(
-                task = tag.name.short(),
-                position = tag.position,
-                id = %tag.id,
-                panic = %message,
-                "background task panicked"
-            );
+            tag.log_panic(message, "background task panicked");
         }
     }
 

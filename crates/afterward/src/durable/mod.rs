@@ -95,8 +95,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::guard::{Guarded, guarded};
+use crate::id::TaskId;
 use crate::report::FailurePolicy;
-use crate::task::TaskId;
 
 /// A task described by data, that can leave the process to run elsewhere.
 ///

@@ -19,7 +19,7 @@ use crate::report::FailurePolicy;
 #[derive(Debug, Clone, Default)]
 #[must_use = "a RunnerBuilder does nothing until `build` is called"]
 pub struct RunnerBuilder {
-    settings: Settings,
+    pub(super) settings: Settings,
     handle: Option<Handle>,
 }
 
@@ -169,15 +169,6 @@ impl RunnerBuilder {
     pub fn handle(mut self, handle: Handle) -> Self {
         self.handle = Some(handle);
         self
-    }
-
-    /// Builds a [`Recorder`](super::recorder::Recorder): a runner with these settings
-    /// that keeps the queues handed to it until the test runs them.
-    #[cfg(feature = "test-util")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-    pub fn build_recorder(mut self) -> super::recorder::Recorder {
-        self.settings.hold = true;
-        super::recorder::Recorder::from_runner(self.build())
     }
 
     /// Builds the runner.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::Runner;
+use super::builder::RunnerBuilder;
 use super::shared::Shared;
 use super::state::{Phase, Waiting};
 use crate::drain::Drain;
@@ -70,7 +71,7 @@ impl Recorder {
         Runner::builder().build_recorder()
     }
 
-    pub(crate) fn from_runner(runner: Runner) -> Recorder {
+    fn from_runner(runner: Runner) -> Recorder {
         Recorder { runner }
     }
 
@@ -161,6 +162,16 @@ impl Shared {
         let next = run.held.remove(0);
         self.more_running(&mut run, 1);
         Some(next)
+    }
+}
+
+impl RunnerBuilder {
+    /// Builds a [`Recorder`]: a runner with these settings that keeps the
+    /// queues handed to it until the test runs them.
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn build_recorder(mut self) -> Recorder {
+        self.settings.hold = true;
+        Recorder::from_runner(self.build())
     }
 }
 

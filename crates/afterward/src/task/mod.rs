@@ -6,7 +6,6 @@
 //! bodies share one trait, so a task is one pointer.
 
 mod capture;
-mod id;
 mod name;
 mod settle;
 
@@ -20,10 +19,10 @@ use tracing::Span;
 
 pub(crate) use self::capture::task_of;
 pub use self::capture::{TaskFn, TaskOutput, TaskResult};
-pub use self::id::{ParseTaskIdError, TaskId};
 pub(crate) use self::name::TaskName;
 pub(crate) use self::settle::{Rejection, Why, log_unrun, settle};
 use crate::condition::RunIf;
+pub(crate) use crate::id::TaskId;
 use crate::quiet::drop_quietly;
 
 /// What log lines name a task by, once the task itself may be gone.
@@ -32,6 +31,19 @@ pub(crate) struct TaskTag {
     pub(crate) name: TaskName,
     pub(crate) position: usize,
     pub(crate) id: TaskId,
+}
+
+impl TaskTag {
+    /// Logs a panic of the task: `what` happened, with the panic's message.
+    pub(crate) fn log_panic(&self, message: &str, what: &str) {
+        tracing::error!(
+            task = self.name.short(),
+            position = self.position,
+            id = %self.id,
+            panic = %message,
+            "{what}"
+        );
+    }
 }
 
 /// What a finished task returned: `Err` carries the task's error, already
@@ -253,12 +265,9 @@ impl Task {
     pub(crate) fn discard(self) {
         let tag = self.tag();
         if let Some(message) = drop_quietly(self) {
-            tracing::error!(
-                task = tag.name.short(),
-                position = tag.position,
-                id = %tag.id,
-                panic = %message,
-                "a background task that did not run panicked when it was dropped"
+            tag.log_panic(
+                &message,
+                "a background task that did not run panicked when it was dropped",
             );
         }
     }

@@ -137,27 +137,17 @@ pub(crate) fn log_unrun(tag: &TaskTag, parent: &Span, why: Why<'_>) {
             )
         }
         #[cfg(feature = "durable")]
-        Why::PersistFailed(error) => {
-            tracing::error!(
-                parent: parent,
-                task,
-                position,
-                %id,
-                error,
-                "durable task not stored: its hand-off failed; it will not run"
-            );
-            return;
-        }
-        #[cfg(feature = "durable")]
-        Why::PersistUnknown(error) => {
-            tracing::error!(
-                parent: parent,
-                task,
-                position,
-                %id,
-                error,
-                "durable task may or may not have been stored: its hand-off's answer was lost; it may run"
-            );
+        Why::PersistFailed(error) | Why::PersistUnknown(error) => {
+            let message = match why {
+                Why::PersistFailed(_) => {
+                    "durable task not stored: its hand-off failed; it will not run"
+                }
+                _ => {
+                    "durable task may or may not have been stored: its hand-off's answer was \
+                     lost; it may run"
+                }
+            };
+            tracing::error!(parent: parent, task, position, %id, error, "{message}");
             return;
         }
     };

@@ -22,8 +22,8 @@
 //!   span.
 //!
 //! This crate has no HTTP in it. `afterward-hyper` wires it into hyper, tower
-//! and axum, handing each request's queue to a [`Runner`] once the response
-//! body is finished.
+//! and axum, and `afterward-actix` into actix-web, handing each request's
+//! queue to a [`Runner`] once the response body is finished.
 //!
 //! # Example
 //!
@@ -170,6 +170,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
+//! | `actix` | [`TaskQueue`] as an actix-web extractor (turned on by `afterward-actix`); needs Rust 1.89, as actix-web does |
 //! | `test-util` | `Recorder`, a runner for tests that keeps the queues handed to it until the test runs them |
 //! | `durable` | `DurableTask`, `TaskQueue::add_durable` and `RunnerBuilder::durable`: tasks that leave the process at hand-off, to a backend such as `afterward-graphile` (see the `durable` module) |
 //!
@@ -199,6 +200,7 @@
 //! | `runner/` | [`Runner`]: admission, workers, the backlog, shutdown, `Recorder` |
 //! | `adapter.rs` | the protocol every framework adapter follows, and [`DisconnectPolicy`] |
 //! | `axum.rs` | [`TaskQueue`] as an axum extractor (feature `axum`) |
+//! | `actix.rs` | [`TaskQueue`] as an actix-web extractor (feature `actix`) |
 //!
 //! Invariants worth knowing before changing anything: a queue's lock is
 //! taken before the runner's, never the other way round; nothing
@@ -209,6 +211,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+mod actix;
 pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum;
@@ -225,6 +229,9 @@ mod runner;
 mod stats;
 mod task;
 
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub use crate::actix::MissingTasks;
 pub use crate::adapter::DisconnectPolicy;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -292,6 +292,10 @@ impl Log {
         self.0.send_modify(|lines| lines.push(line));
     }
 
+    pub fn clear(&self) {
+        self.0.send_modify(Vec::clear);
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.0.borrow().clone()
     }

@@ -201,6 +201,15 @@ impl Client {
 
     /// Sends a request; the response's body is left to the caller.
     pub async fn send(&mut self, method: &str, path: &str) -> Response<Incoming> {
+        within(self.try_send(method, path)).await.unwrap()
+    }
+
+    /// Sends a request, and says if it failed.
+    pub async fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+    ) -> hyper::Result<Response<Incoming>> {
         let uri = match self.proto {
             Proto::H1 => path.to_owned(),
             Proto::H2c => format!("http://localhost{path}"),
@@ -212,17 +221,16 @@ impl Client {
             .header("host", "localhost")
             .body(Empty::new())
             .unwrap();
-        let sent = match &mut self.sender {
+        match &mut self.sender {
             Sender::H1(sender) => {
-                sender.ready().await.unwrap();
+                sender.ready().await?;
                 sender.send_request(request).await
             }
             Sender::H2(sender) => {
-                sender.ready().await.unwrap();
+                sender.ready().await?;
                 sender.send_request(request).await
             }
-        };
-        within(async { sent.unwrap() }).await
+        }
     }
 
     /// Sends a request and reads the whole response.

@@ -151,7 +151,7 @@ enum Sender {
     H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
 }
 
-/// One client connection.
+/// One client connection; dropping it closes the socket.
 pub struct Client {
     proto: Proto,
     sender: Sender,
@@ -246,8 +246,13 @@ impl Client {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    /// Closes the socket at once, whatever is in flight.
-    pub fn close(self) {
+    /// Closes the socket at once, whatever is in flight (as dropping the
+    /// client does).
+    pub fn close(self) {}
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
         self.conn.abort();
     }
 }

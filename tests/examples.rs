@@ -12,6 +12,8 @@
 // built on its own.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "../examples/actix_email.rs"]
+mod actix_email;
 #[path = "../examples/audit_log.rs"]
 mod audit_log;
 #[path = "../examples/email.rs"]
@@ -246,6 +248,67 @@ async fn email_an_unreachable_smtp_server_is_a_failed_task_with_its_error() {
     assert_eq!(status, StatusCode::CREATED);
     client.settle(&runner, "/outbox").await;
     assert_eq!(runner.stats().failed(), 1);
+}
+
+// ===== actix_email =====
+
+/// The same registration on actix-web, and the shutdown order its `main`
+/// follows: the server first, then the tasks.
+#[tokio::test]
+async fn actix_email_registration_writes_a_welcome_message_then_shuts_down_in_order() {
+    let outbox = temp_dir("actix-outbox");
+    let runner = Runner::new();
+    let mailer = actix_email::email::Mailer {
+        outbox: outbox.clone(),
+        smtp: None,
+    };
+    // The server runs on worker threads of its own, each with its own
+    // runtime; the runner runs on this test's.
+    let (server, addr) = actix_email::server(&runner, mailer, "127.0.0.1:0").unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    let mut client = Client::connect(addr).await;
+
+    let (status, body) = client
+        .post_json(
+            "/register",
+            r#"{"email": "ada@example.com", "username": "ada"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["welcome_email"], "queued");
+    let (status, body) = client
+        .post_json(
+            "/register",
+            r#"{"email": "not-an-email", "username": "bob"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid email address"),
+        "{body}"
+    );
+    client.settle(&runner, "/outbox").await;
+    let sent = client.get_json("/outbox").await;
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["to"], "ada <ada@example.com>");
+    drop(client);
+
+    handle.stop(true).await;
+    serving.await.unwrap().unwrap();
+    let report = runner.shutdown(std::time::Duration::from_secs(10)).await;
+    assert_eq!(report.abandoned(), 0);
+    let stats = runner.stats();
+    assert_eq!(
+        (stats.tasks_received(), stats.completed()),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1);
 }
 
 // ===== audit_log =====

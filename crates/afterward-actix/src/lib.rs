@@ -85,8 +85,10 @@
 //!
 //! Stop in this order: the server first (`ServerHandle::stop(true)`, which
 //! lets the workers finish the requests in flight, for at most
-//! `HttpServer::shutdown_timeout`, 30 s by default); then
-//! [`Runner::shutdown`] with a deadline for the tasks. The runner knows the
+//! `HttpServer::shutdown_timeout`, 30 s by default; actix does the same on
+//! SIGTERM, and stops at once on Ctrl-C); then [`Runner::shutdown`] with a
+//! deadline for the tasks. A response a worker cuts off is a disconnect (see
+//! [`DisconnectPolicy`]); a handler it cuts off has its tasks skipped. The runner knows the
 //! requests still in flight, so its report also names the tasks of any
 //! request a worker had not finished when it gave up. Once it returns,
 //! whatever reaches the runner from then on is refused and logged with its

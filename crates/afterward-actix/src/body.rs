@@ -118,12 +118,13 @@ impl<B: MessageBody> MessageBody for TaskBody<B> {
 
 impl<B> fmt::Debug for TaskBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskBody")
-            .field("hands_off", &self.tasks.is_some())
-            .field(
-                "finished",
-                &self.tasks.as_ref().is_none_or(ResponseTasks::is_complete),
-            )
+        let mut debug = f.debug_struct("TaskBody");
+        match &self.tasks {
+            Some(tasks) => debug.field("tasks", tasks),
+            None => debug.field("tasks", &"handed over by an outer `Tasks`"),
+        };
+        debug
+            .field("remaining", &self.remaining)
             .finish_non_exhaustive()
     }
 }

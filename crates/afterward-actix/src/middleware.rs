@@ -216,34 +216,46 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let request = this.request.take();
-        Poll::Ready(match (result, request) {
-            (Ok(response), None) => Ok(response.map_body(|_, body| TaskBody::passthrough(body))),
-            (Ok(response), Some(request)) => {
-                let status = response.status();
-                let response_queue = response.response().extensions().get::<TaskQueue>().cloned();
-                let tasks = request.respond(Outcome::from_status(status.as_u16()), response_queue);
-                let no_body = *this.head || status_has_no_body(status);
-                Ok(response.map_body(|_, body| TaskBody::new(body, tasks, no_body)))
-            }
-            (Err(error), request) => {
-                if let Some(request) = request {
-                    request.fail("the service inside `Tasks` returned an error, not a response");
-                }
+        let Some(request) = this.request.take() else {
+            // An outer `Tasks` owns the queue.
+            return Poll::Ready(
+                result.map(|res| res.map_body(|_, body| TaskBody::passthrough(body))),
+            );
+        };
+        Poll::Ready(match result {
+            Ok(response) => Ok(respond(request, response, *this.head)),
+            Err(error) => {
+                request.fail("the service inside `Tasks` returned an error, not a response");
                 Err(error)
             }
         })
     }
 }
 
+/// Records the response's outcome and the queue it carries, and wraps its
+/// body: from here on, the body hands the queue over.
+fn respond<B: MessageBody>(
+    request: RequestTasks,
+    response: ServiceResponse<B>,
+    head: bool,
+) -> ServiceResponse<TaskBody<B>> {
+    let status = response.status();
+    let response_queue = response.response().extensions().get::<TaskQueue>().cloned();
+    let tasks = request.respond(Outcome::from_status(status.as_u16()), response_queue);
+    let no_body = head || bodiless(status);
+    response.map_body(|_, body| TaskBody::new(body, tasks, no_body))
+}
+
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("request", &self.request)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
     }
 }
 
-fn status_has_no_body(status: StatusCode) -> bool {
-    status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
+/// A response with this status has no body (RFC 9110, section 6.4.1).
+fn bodiless(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 100..=199 | 204 | 304)
 }

@@ -8,58 +8,33 @@ mod common;
 
 use actix_web::dev::Service;
 use actix_web::{App, HttpResponse, web};
-use afterward::{RunIf, Runner, Stats, TaskQueue};
+use afterward::{RunIf, TaskQueue};
 use afterward_actix::{DisconnectPolicy, Tasks};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
 
-/// Serves, for any method and path, a handler that queues one task "one"
-/// and answers `respond()`.
-fn one_task_server(
-    runner: &Runner,
-    log: &Log,
-    policy: DisconnectPolicy,
-    respond: fn() -> HttpResponse,
-) -> Server {
-    let (runner, log) = (runner.clone(), log.clone());
-    Server::start(move || {
-        let log = log.clone();
-        App::new()
-            .wrap(Tasks::new(runner.clone()).on_disconnect(policy))
-            .default_service(web::to(move |tasks: TaskQueue| {
-                add_logged(&tasks, &log, "one");
-                let response = respond();
-                async move { response }
-            }))
+/// Serves a handler that queues one task "one" and answers `respond()`.
+fn one_task(policy: DisconnectPolicy, respond: fn() -> HttpResponse) -> Fixture {
+    serve_tasks(policy, move |tasks, _, log| {
+        add_logged(&tasks, &log, "one");
+        let response = respond();
+        async move { response }
     })
-}
-
-#[track_caller]
-fn expect(stats: &Stats, completed: usize, skipped: usize, case: impl std::fmt::Debug) {
-    assert_eq!(
-        (stats.completed(), stats.skipped(), stats.tasks_received()),
-        (completed, skipped, completed + skipped),
-        "{case:?}: {stats:?}"
-    );
-    assert_eq!(stats.tasks_received(), stats.accounted(), "{case:?}");
 }
 
 /// Sends `method /` on a fresh connection of each protocol, reads the whole
 /// response, and checks that the one task ran once.
 async fn each_request_completes(method: &str, respond: fn() -> HttpResponse, body: &str) {
     for proto in PROTOS {
-        let (runner, log) = (Runner::new(), Log::default());
-        let server = one_task_server(&runner, &log, DisconnectPolicy::Skip, respond);
-        let mut client = server.connect(proto).await;
+        let fixture = one_task(DisconnectPolicy::Skip, respond);
+        let mut client = fixture.server.connect(proto).await;
         let (_, received) = client.fetch(method, "/").await;
         assert_eq!(received, body, "{proto:?}");
-        log.settled(1).await;
-        runner.wait_idle().await;
-        expect(&runner.stats(), 1, 0, (method, proto));
-        assert_eq!(log.events(), ["ran one"], "{proto:?}");
+        assert_eq!(fixture.tally(1).await, (1, 0, 0), "{method} {proto:?}");
+        assert_eq!(fixture.log.events(), ["ran one"], "{proto:?}");
         client.close();
-        server.stop(true).await;
+        fixture.server.stop(true).await;
     }
 }
 
@@ -85,23 +60,18 @@ async fn a_streamed_body_read_to_its_end_runs_its_tasks_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_yields_an_error_counts_as_complete() {
     for proto in PROTOS {
-        let (runner, log) = (Runner::new(), Log::default());
-        let server = one_task_server(&runner, &log, DisconnectPolicy::Skip, || {
+        let fixture = one_task(DisconnectPolicy::Skip, || {
             HttpResponse::Ok().body(Drip::new(2, Ending::Fails))
         });
-        let mut client = server.connect(proto).await;
+        let mut client = fixture.server.connect(proto).await;
         let response = client.send("GET", "/").await;
         assert_eq!(response.status(), 200);
         // The client sees the response cut short.
-        assert!(
-            within(response.into_body().collect()).await.is_err(),
-            "{proto:?}"
-        );
-        log.settled(1).await;
-        runner.wait_idle().await;
-        expect(&runner.stats(), 1, 0, proto);
-        client.close();
-        server.stop(true).await;
+        let read = within(response.into_body().collect()).await;
+        assert!(read.is_err(), "{proto:?}");
+        assert_eq!(fixture.tally(1).await, (1, 0, 0), "{proto:?}");
+        drop(client);
+        fixture.server.stop(true).await;
     }
 }
 
@@ -152,37 +122,32 @@ async fn a_304_is_complete_from_the_start() {
 async fn a_client_that_leaves_mid_body_is_a_disconnect_under_both_policies() {
     for policy in [DisconnectPolicy::Run, DisconnectPolicy::Skip] {
         for proto in PROTOS {
-            let (runner, log) = (Runner::new(), Log::default());
-            let server = one_task_server(&runner, &log, policy, || {
+            let fixture = one_task(policy, || {
                 HttpResponse::Ok().body(Drip::new(0, Ending::Never))
             });
-            let mut client = server.connect(proto).await;
+            let mut client = fixture.server.connect(proto).await;
             let mut body = client.send("GET", "/").await.into_body();
             assert_eq!(next_chunk(&mut body).await, "drip\n");
             drop(body);
-            let tasks = if proto == Proto::H1 {
-                client.close();
-                1
+            let left = if proto == Proto::H1 {
+                drop(client);
+                fixture.tally(1).await
             } else {
-                log.settled(1).await;
-                // Only the stream was reset: the connection goes on.
+                fixture.log.settled(1).await;
+                // Only the stream was reset: the connection goes on, and
+                // its next request's task runs too.
                 let (status, _) = client.fetch("HEAD", "/").await;
                 assert_eq!(status, 200);
-                client.close();
-                2
+                drop(client);
+                let (completed, skipped, abandoned) = fixture.tally(2).await;
+                (completed - 1, skipped, abandoned)
             };
-            log.settled(tasks).await;
-            runner.wait_idle().await;
-            let stats = runner.stats();
-            let case = (policy, proto);
-            match (policy, proto) {
-                (DisconnectPolicy::Run, Proto::H1) => expect(&stats, 1, 0, case),
-                (DisconnectPolicy::Skip, Proto::H1) => expect(&stats, 0, 1, case),
-                // The HEAD request's task ran too.
-                (DisconnectPolicy::Run, _) => expect(&stats, 2, 0, case),
-                (_, _) => expect(&stats, 1, 1, case),
-            }
-            server.stop(true).await;
+            let expected = match policy {
+                DisconnectPolicy::Run => (1, 0, 0),
+                _ => (0, 1, 0),
+            };
+            assert_eq!(left, expected, "{policy:?} {proto:?}");
+            fixture.server.stop(true).await;
         }
     }
 }
@@ -193,21 +158,17 @@ async fn a_client_that_leaves_mid_body_is_a_disconnect_under_both_policies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sized_body_is_complete_once_its_last_byte_is_handed_over() {
     for proto in PROTOS {
-        let (runner, log) = (Runner::new(), Log::default());
         // Far more than the socket buffers and HTTP/2 windows hold: actix is
         // still writing it when the client leaves.
-        let server = one_task_server(&runner, &log, DisconnectPolicy::Skip, || {
+        let fixture = one_task(DisconnectPolicy::Skip, || {
             HttpResponse::Ok().body(Bytes::from(vec![b'x'; 32 << 20]))
         });
-        let mut client = server.connect(proto).await;
+        let mut client = fixture.server.connect(proto).await;
         let mut body = client.send("GET", "/").await.into_body();
         next_chunk(&mut body).await;
-        drop(body);
-        client.close();
-        log.settled(1).await;
-        runner.wait_idle().await;
-        expect(&runner.stats(), 1, 0, proto);
-        server.stop(true).await;
+        drop((body, client));
+        assert_eq!(fixture.tally(1).await, (1, 0, 0), "{proto:?}");
+        fixture.server.stop(true).await;
     }
 }
 
@@ -217,34 +178,28 @@ async fn a_sized_body_is_complete_once_its_last_byte_is_handed_over() {
 /// are handed over like any response's, with a failed outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_returns_err_hands_its_tasks_over_as_a_failure() {
-    for proto in PROTOS {
-        let (runner, log) = (Runner::new(), Log::default());
-        let (r, l) = (runner.clone(), log.clone());
-        let server = Server::start(move || {
-            let log = l.clone();
-            App::new()
-                .wrap(Tasks::new(r.clone()).on_disconnect(DisconnectPolicy::Skip))
-                .default_service(web::to(move |tasks: TaskQueue| {
-                    add_logged(&tasks, &log, "always");
-                    add_logged(&tasks, &log, "on success").run_if(RunIf::Success);
-                    add_logged(&tasks, &log, "on failure").run_if(RunIf::Failure);
-                    async {
-                        Err::<HttpResponse, _>(actix_web::error::ErrorBadRequest("no such user"))
-                    }
-                }))
-        });
-        let mut client = server.connect(proto).await;
+    let fixture = serve_tasks(DisconnectPolicy::Skip, |tasks, _, log| {
+        add_logged(&tasks, &log, "always");
+        add_logged(&tasks, &log, "on success").run_if(RunIf::Success);
+        add_logged(&tasks, &log, "on failure").run_if(RunIf::Failure);
+        async { Err::<HttpResponse, _>(actix_web::error::ErrorBadRequest("no such user")) }
+    });
+    for (n, proto) in PROTOS.into_iter().enumerate() {
+        let mut client = fixture.server.connect(proto).await;
+        let (status, body) = client.get("/").await;
+        assert_eq!((status.as_u16(), &body[..]), (400, "no such user"));
+        let done = n + 1;
         assert_eq!(
-            client.get("/").await,
-            (400.try_into().unwrap(), "no such user".into())
+            fixture.tally(3 * done).await,
+            (2 * done, done, 0),
+            "{proto:?}"
         );
-        log.settled(3).await;
-        runner.wait_idle().await;
-        expect(&runner.stats(), 2, 1, proto);
-        assert_eq!(log.events(), ["ran always", "ran on failure"], "{proto:?}");
-        client.close();
-        server.stop(true).await;
     }
+    assert_eq!(
+        fixture.log.events(),
+        ["ran always", "ran on failure"].repeat(3)
+    );
+    fixture.server.stop(true).await;
 }
 
 /// A middleware further out that boxes the body (as `Compress` and many
@@ -253,29 +208,24 @@ async fn a_handler_that_returns_err_hands_its_tasks_over_as_a_failure() {
 /// before the response was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outer_middleware_that_boxes_the_body_keeps_the_hook() {
+    let fixture = Fixture::start(|runner, log| {
+        let log = log.clone();
+        // The middleware registered last is the outermost.
+        App::new()
+            .wrap(Tasks::new(runner.clone()).on_disconnect(DisconnectPolicy::Skip))
+            .wrap_fn(|req, service| {
+                let response = service.call(req);
+                async move { Ok(response.await?.map_into_boxed_body()) }
+            })
+            .default_service(web::to(move |tasks: TaskQueue| {
+                add_logged(&tasks, &log, "one");
+                async { HttpResponse::Ok().body("hello") }
+            }))
+    });
     for proto in PROTOS {
-        let (runner, log) = (Runner::new(), Log::default());
-        let (r, l) = (runner.clone(), log.clone());
-        let server = Server::start(move || {
-            let log = l.clone();
-            // The middleware registered last is the outermost.
-            App::new()
-                .wrap(Tasks::new(r.clone()).on_disconnect(DisconnectPolicy::Skip))
-                .wrap_fn(|req, service| {
-                    let response = service.call(req);
-                    async move { Ok(response.await?.map_into_boxed_body()) }
-                })
-                .default_service(web::to(move |tasks: TaskQueue| {
-                    add_logged(&tasks, &log, "one");
-                    async { HttpResponse::Ok().body("hello") }
-                }))
-        });
-        let mut client = server.connect(proto).await;
-        assert_eq!(client.get("/").await.1, "hello");
-        log.settled(1).await;
-        runner.wait_idle().await;
-        expect(&runner.stats(), 1, 0, proto);
-        client.close();
-        server.stop(true).await;
+        let mut client = fixture.server.connect(proto).await;
+        assert_eq!(client.get("/").await.1, "hello", "{proto:?}");
     }
+    assert_eq!(fixture.tally(3).await, (3, 0, 0));
+    fixture.server.stop(true).await;
 }

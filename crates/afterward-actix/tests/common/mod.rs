@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpServer};
-use afterward::TaskQueue;
+use actix_web::{App, HttpRequest, HttpServer, Responder, web};
+use afterward::{Runner, Stats, TaskQueue};
+use afterward_actix::{DisconnectPolicy, Tasks};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -40,8 +41,7 @@ pub const PROTOS: [Proto; 3] = [Proto::H1, Proto::H2c, Proto::H2];
 
 // ===== server =====
 
-/// An actix-web server on its own worker threads, each with its own
-/// runtime, as `HttpServer` runs under a plain tokio runtime.
+/// The server of a [`Fixture`].
 pub struct Server {
     plain: SocketAddr,
     tls: SocketAddr,
@@ -50,53 +50,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// One worker, and a graceful stop that gives up after a second.
-    pub fn start<F, T, B>(app: F) -> Server
-    where
-        F: Fn() -> App<T> + Send + Clone + 'static,
-        T: ServiceFactory<
-                ServiceRequest,
-                Config = (),
-                Response = ServiceResponse<B>,
-                Error = actix_web::Error,
-                InitError = (),
-            > + 'static,
-        B: MessageBody + 'static,
-    {
-        Server::with_workers(1, app)
-    }
-
-    pub fn with_workers<F, T, B>(workers: usize, app: F) -> Server
-    where
-        F: Fn() -> App<T> + Send + Clone + 'static,
-        T: ServiceFactory<
-                ServiceRequest,
-                Config = (),
-                Response = ServiceResponse<B>,
-                Error = actix_web::Error,
-                InitError = (),
-            > + 'static,
-        B: MessageBody + 'static,
-    {
-        let server = HttpServer::new(app)
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .bind_auto_h2c(("127.0.0.1", 0))
-            .unwrap()
-            .bind_rustls_0_23(("127.0.0.1", 0), tls_server_config())
-            .unwrap();
-        let addrs = server.addrs();
-        let server = server.run();
-        let handle = server.handle();
-        Server {
-            plain: addrs[0],
-            tls: addrs[1],
-            handle,
-            serving: tokio::spawn(server),
-        }
-    }
-
     pub async fn connect(&self, proto: Proto) -> Client {
         Client::connect(self, proto).await
     }
@@ -142,6 +95,101 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+// ===== a server with Tasks =====
+
+/// What every test starts with: a runner, a log, and an actix-web server
+/// on two workers of its own (threads with a runtime each, as `HttpServer`
+/// runs under a plain tokio runtime), whose graceful stop gives up on the
+/// connections still open after a second.
+pub struct Fixture {
+    pub runner: Runner,
+    pub log: Log,
+    pub server: Server,
+}
+
+impl Fixture {
+    /// Serves the apps `app` makes from the runner and the log.
+    pub fn start<F, T, B>(app: F) -> Fixture
+    where
+        F: Fn(&Runner, &Log) -> App<T> + Send + Clone + 'static,
+        T: ServiceFactory<
+                ServiceRequest,
+                Config = (),
+                Response = ServiceResponse<B>,
+                Error = actix_web::Error,
+                InitError = (),
+            > + 'static,
+        B: MessageBody + 'static,
+    {
+        let (runner, log) = (Runner::new(), Log::default());
+        let (r, l) = (runner.clone(), log.clone());
+        let server = HttpServer::new(move || app(&r, &l))
+            .workers(2)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind_auto_h2c(("127.0.0.1", 0))
+            .unwrap()
+            .bind_rustls_0_23(("127.0.0.1", 0), tls_server_config())
+            .unwrap();
+        let addrs = server.addrs();
+        let server = server.run();
+        let handle = server.handle();
+        let server = Server {
+            plain: addrs[0],
+            tls: addrs[1],
+            handle,
+            serving: tokio::spawn(server),
+        };
+        Fixture {
+            runner,
+            log,
+            server,
+        }
+    }
+}
+
+/// Serves `handler`, which gets the request's queue, the request and the
+/// log, behind `Tasks` with `policy`, for every method and path.
+pub fn serve_tasks<H, F, R>(policy: DisconnectPolicy, handler: H) -> Fixture
+where
+    H: Fn(TaskQueue, HttpRequest, Log) -> F + Clone + Send + 'static,
+    F: Future<Output = R> + 'static,
+    R: Responder + 'static,
+{
+    Fixture::start(move |runner, log| {
+        let (log, handler) = (log.clone(), handler.clone());
+        App::new()
+            .wrap(Tasks::new(runner.clone()).on_disconnect(policy))
+            .default_service(web::to(move |tasks: TaskQueue, req: HttpRequest| {
+                handler(tasks, req, log.clone())
+            }))
+    })
+}
+
+impl Fixture {
+    /// Once `settled` tasks were settled and the runner is idle: how many
+    /// were completed, skipped and abandoned (see [`tally`]).
+    pub async fn tally(&self, settled: usize) -> (usize, usize, usize) {
+        self.log.settled(settled).await;
+        self.runner.wait_idle().await;
+        tally(&self.runner.stats())
+    }
+}
+
+/// `(completed, skipped, abandoned)`, once it is checked that every task
+/// received was counted once, and in one of those three.
+#[track_caller]
+pub fn tally(stats: &Stats) -> (usize, usize, usize) {
+    let counted = (stats.completed(), stats.skipped(), stats.abandoned());
+    assert_eq!(stats.tasks_received(), stats.accounted(), "{stats:?}");
+    assert_eq!(
+        stats.tasks_received(),
+        counted.0 + counted.1 + counted.2,
+        "{stats:?}"
+    );
+    counted
 }
 
 // ===== client =====
@@ -221,15 +269,16 @@ impl Client {
             .header("host", "localhost")
             .body(Empty::new())
             .unwrap();
+        // The two senders are of two types with the same methods.
+        macro_rules! ask {
+            ($sender:ident) => {{
+                $sender.ready().await?;
+                $sender.send_request(request).await
+            }};
+        }
         match &mut self.sender {
-            Sender::H1(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await
-            }
-            Sender::H2(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await
-            }
+            Sender::H1(sender) => ask!(sender),
+            Sender::H2(sender) => ask!(sender),
         }
     }
 
@@ -270,10 +319,10 @@ where
 pub async fn next_chunk(body: &mut Incoming) -> Bytes {
     loop {
         let frame = within(body.frame()).await.unwrap().unwrap();
-        if let Ok(data) = frame.into_data() {
-            if !data.is_empty() {
-                return data;
-            }
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            return data;
         }
     }
 }
@@ -358,7 +407,8 @@ impl Drop for Mark {
     }
 }
 
-/// Queues a sync task that writes "ran {label}", carrying a mark.
+/// Queues a sync task named `label` that writes "ran {label}", carrying a
+/// mark.
 pub fn add_logged<'q>(
     tasks: &'q TaskQueue,
     log: &Log,
@@ -366,13 +416,11 @@ pub fn add_logged<'q>(
 ) -> afterward::QueuedTask<'q> {
     let mark = log.mark(label);
     let log = log.clone();
-    tasks.add_task(
-        move || {
-            let _mark = mark;
-            log.write(format!("ran {label}"));
-        },
-        (),
-    )
+    let task = move || {
+        let _mark = mark;
+        log.write(format!("ran {label}"));
+    };
+    tasks.add_task(task, ()).name(label)
 }
 
 // ===== bodies =====
@@ -398,6 +446,8 @@ pub struct Drip {
     left: usize,
     ending: Ending,
     tick: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Dropped with the body.
+    held: Option<Box<dyn std::any::Any>>,
 }
 
 pub const TICK: Duration = Duration::from_millis(3);
@@ -408,7 +458,15 @@ impl Drip {
             left: chunks,
             ending,
             tick: None,
+            held: None,
         }
+    }
+
+    /// Keeps `value` until the body is dropped: a value that panics when
+    /// dropped makes a body whose destructor panics.
+    pub fn holding(mut self, value: impl std::any::Any) -> Drip {
+        self.held = Some(Box::new(value));
+        self
     }
 }
 

@@ -105,7 +105,7 @@
 //! | `middleware.rs` | [`Tasks`] and its service: a queue per request, the response's outcome, the body wrapped |
 //!
 //! The extractor (`tasks: TaskQueue` in a handler, and its error
-//! [`MissingTasks`](afterward::MissingTasks)) lives in the core crate, under
+//! [`MissingTasks`]) lives in the core crate, under
 //! its `actix` feature, which this crate turns on.
 //!
 //! # Feature flags

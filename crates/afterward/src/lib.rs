@@ -80,9 +80,10 @@
 //!
 //! By default a task runs whatever became of its response. [`add_task`]
 //! returns a [`QueuedTask`] whose [`run_if`](QueuedTask::run_if) makes it
-//! depend on the response's [`Outcome`], which `afterward-hyper` records
-//! when it hands a queue over: a success when the status is below 400 and
-//! any `grpc-status` (in the headers or the trailers) is `0`. A task whose
+//! depend on the response's [`Outcome`], which the adapter
+//! (`afterward-hyper`, `afterward-actix`) records when it hands a queue
+//! over: a success when the status is below 400 and any `grpc-status` (in
+//! the headers or the trailers) is `0`. A task whose
 //! condition does not hold is counted `skipped` and logged with the reason.
 //!
 //! [`RunIf::Success`]: only after a success, as a receipt after an order

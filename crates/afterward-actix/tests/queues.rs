@@ -164,6 +164,24 @@ async fn a_queue_the_response_carries_runs_after_the_requests() {
     fixture.server.stop(true).await;
 }
 
+/// A handler that puts the request's own queue on the response (a clone,
+/// the same queue) gets its tasks run once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requests_own_queue_on_the_response_runs_once() {
+    let fixture = serve_tasks(DisconnectPolicy::Run, |tasks, _, log| {
+        add_logged(&tasks, &log, "mine");
+        let mut response = HttpResponse::Ok().body("ok");
+        response.extensions_mut().insert(tasks);
+        async move { response }
+    });
+    for proto in PROTOS {
+        assert_eq!(fixture.server.connect(proto).await.get("/").await.1, "ok");
+    }
+    assert_eq!(fixture.tally(3).await, (3, 0, 0));
+    assert_eq!(fixture.log.events(), ["ran mine"; 3]);
+    fixture.server.stop(true).await;
+}
+
 /// `Tasks` on the app and again on a scope: the inner one finds the
 /// outer's queue in the request and passes the response through, so the
 /// tasks run once, under the outer one's policy (here `Run`, while the

@@ -13,25 +13,24 @@
 //! cargo bench --bench hyper_overhead [-- FILTER] [--quick] [--json PATH]
 //! ```
 
+#[path = "support/http_load.rs"]
+mod http_load;
 mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use afterward::{Runner, TaskQueue};
 use afterward_hyper::TaskService;
 use bytes::Bytes;
-use cpu_time::ProcessTime;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
+use http_load::Server;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use support::{Bench, Sample, allocations, percentile};
-use tokio::net::{TcpListener, TcpStream};
-
-const CONNECTIONS: usize = 32;
+use support::Bench;
+use tokio::net::TcpListener;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Case {
@@ -141,58 +140,6 @@ async fn start(case: Case, runner: &Runner) -> SocketAddr {
     addr
 }
 
-/// One round: `requests` requests over `CONNECTIONS` connections. Returns
-/// the requests per second, the latency of every request in µs, and the
-/// allocations made on all threads.
-async fn round(addr: SocketAddr, requests: usize) -> (f64, Vec<f64>) {
-    let per_connection = requests / CONNECTIONS;
-    let mut senders = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        senders.push(sender);
-    }
-    let started = Instant::now();
-    let clients: Vec<_> = senders
-        .into_iter()
-        .map(|mut sender| {
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_connection);
-                for _ in 0..per_connection {
-                    let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
-                    let start = Instant::now();
-                    sender.ready().await.unwrap();
-                    let response = sender.send_request(req).await.unwrap();
-                    response.into_body().collect().await.unwrap();
-                    latencies.push(start.elapsed().as_secs_f64() * 1e6);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(requests);
-    for client in clients {
-        latencies.extend(client.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    (
-        (per_connection * CONNECTIONS) as f64 / elapsed.as_secs_f64(),
-        latencies,
-    )
-}
-
-struct Results {
-    throughput: Vec<f64>,
-    /// Requests per second of process CPU time.
-    cpu_throughput: Vec<f64>,
-    latencies: Vec<f64>,
-    allocs_per_request: Vec<f64>,
-}
-
 fn main() {
     let mut bench = Bench::from_args(
         "hyper_overhead: 32 HTTP/1 keep-alive connections, 9 interleaved rounds of 12,800 requests (3 of 3,200 with --quick)",
@@ -209,126 +156,25 @@ fn main() {
     if cases.is_empty() {
         return;
     }
-    let (rounds, requests) = if bench.quick { (3, 3_200) } else { (9, 12_800) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = http_load::client_runtime();
     let runner = rt.block_on(async { Runner::new() });
-    let servers: Vec<(Case, SocketAddr)> = rt.block_on(async {
+    let servers: Vec<Server> = rt.block_on(async {
         let mut servers = Vec::new();
         for &case in &cases {
-            servers.push((case, start(case, &runner).await));
+            let addr = start(case, &runner).await;
+            servers.push(Server { addr, host: false });
         }
         servers
     });
-    // Warm-up: connections, allocator pools, the blocking pool.
-    for &(_, addr) in &servers {
-        rt.block_on(round(addr, CONNECTIONS * 8));
-    }
-    rt.block_on(runner.wait_idle());
-
-    let mut results: Vec<Results> = cases
-        .iter()
-        .map(|_| Results {
-            throughput: Vec::new(),
-            cpu_throughput: Vec::new(),
-            latencies: Vec::new(),
-            allocs_per_request: Vec::new(),
-        })
-        .collect();
-    // Cases take turns, round by round, so that drift on a shared machine
-    // affects them alike.
-    for _ in 0..rounds {
-        for (i, &(_, addr)) in servers.iter().enumerate() {
-            let cpu = ProcessTime::now();
-            let ((per_second, latencies), allocs) = allocations(|| {
-                let result = rt.block_on(round(addr, requests));
-                // Tasks still queued belong to this round's cost.
-                rt.block_on(runner.wait_idle());
-                result
-            });
-            let cpu = cpu.elapsed().as_secs_f64();
-            results[i].throughput.push(per_second);
-            results[i].cpu_throughput.push(requests as f64 / cpu);
-            results[i].latencies.extend(latencies);
-            results[i]
-                .allocs_per_request
-                .push(allocs as f64 / requests as f64);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let results = http_load::measure_all(&rt, &runner, &servers, http_load::rounds(&bench));
 
     let index = |case: Case| cases.iter().position(|&c| c == case);
     for (i, &case) in cases.iter().enumerate() {
-        let name = case.name();
-        let base = case.baseline().and_then(index);
-        let r = &results[i];
-        let mut latencies = r.latencies.clone();
-        latencies.sort_by(f64::total_cmp);
-        let allocs = Sample::new(r.allocs_per_request.clone());
-        let p50 = Sample::new(vec![percentile(&latencies, 50.0)]);
-        let p99 = Sample::new(vec![percentile(&latencies, 99.0)]);
-        match base {
-            Some(b) => {
-                let (base_name, base) = (cases[b].name(), &results[b]);
-                bench.report_paired_higher(
-                    &format!("{name}: throughput"),
-                    "req/s",
-                    &r.throughput,
-                    (base_name, &base.throughput),
-                );
-                bench.report_paired_higher(
-                    &format!("{name}: throughput per CPU-second"),
-                    "req/s",
-                    &r.cpu_throughput,
-                    (base_name, &base.cpu_throughput),
-                );
-                let mut base_latencies = base.latencies.clone();
-                base_latencies.sort_by(f64::total_cmp);
-                let base_p50 = Sample::new(vec![percentile(&base_latencies, 50.0)]);
-                let base_p99 = Sample::new(vec![percentile(&base_latencies, 99.0)]);
-                let base_allocs = Sample::new(base.allocs_per_request.clone());
-                bench.report(
-                    &format!("{name}: p50 latency"),
-                    "µs",
-                    &p50,
-                    Some((base_name, &base_p50)),
-                );
-                bench.report(
-                    &format!("{name}: p99 latency"),
-                    "µs",
-                    &p99,
-                    Some((base_name, &base_p99)),
-                );
-                bench.report(
-                    &format!("{name}: allocations per request"),
-                    "allocs",
-                    &allocs,
-                    Some((base_name, &base_allocs)),
-                );
-            }
-            None => {
-                let throughput = Sample::new(r.throughput.clone());
-                let cpu_throughput = Sample::new(r.cpu_throughput.clone());
-                bench.report_higher(&format!("{name}: throughput"), "req/s", &throughput, None);
-                bench.report_higher(
-                    &format!("{name}: throughput per CPU-second"),
-                    "req/s",
-                    &cpu_throughput,
-                    None,
-                );
-                bench.report(&format!("{name}: p50 latency"), "µs", &p50, None);
-                bench.report(&format!("{name}: p99 latency"), "µs", &p99, None);
-                bench.report(
-                    &format!("{name}: allocations per request"),
-                    "allocs",
-                    &allocs,
-                    None,
-                );
-            }
-        }
+        let baseline = case
+            .baseline()
+            .and_then(index)
+            .map(|b| (cases[b].name(), &results[b]));
+        http_load::report(&mut bench, case.name(), &results[i], baseline);
     }
     let stats = runner.stats();
     assert_eq!(stats.tasks_received(), stats.accounted());

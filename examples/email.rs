@@ -16,9 +16,9 @@
 //! ```
 
 #[path = "support/mod.rs"]
-mod support;
+pub(crate) mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use afterward::{Runner, TaskQueue};
@@ -42,14 +42,18 @@ pub(crate) struct Mailer {
 }
 
 #[derive(Deserialize)]
-struct Registration {
-    email: String,
-    username: String,
+pub(crate) struct Registration {
+    pub(crate) email: String,
+    pub(crate) username: String,
 }
 
 /// The task. It is sync (file or socket I/O), so it runs on tokio's blocking
 /// pool, after the response has gone out.
-fn send_welcome_email(mailer: Arc<Mailer>, to: Address, username: String) -> Result<(), String> {
+pub(crate) fn send_welcome_email(
+    mailer: Arc<Mailer>,
+    to: Address,
+    username: String,
+) -> Result<(), String> {
     let message = Message::builder()
         .from("afterward demo <welcome@example.com>".parse().unwrap())
         .to(Mailbox::new(Some(username.clone()), to))
@@ -78,10 +82,9 @@ async fn register(
     tasks: TaskQueue,
     Json(registration): Json<Registration>,
 ) -> (StatusCode, Json<Value>) {
-    let to: Address = match registration.email.parse() {
+    let to = match parse_address(&registration.email) {
         Ok(address) => address,
-        Err(error) => {
-            let message = format!("invalid email address {:?}: {error}", registration.email);
+        Err(message) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(json!({ "error": message })),
@@ -98,10 +101,21 @@ async fn register(
     )
 }
 
+/// The recipient, or the message a client gets for an invalid address.
+pub(crate) fn parse_address(email: &str) -> Result<Address, String> {
+    email
+        .parse()
+        .map_err(|error| format!("invalid email address {email:?}: {error}"))
+}
+
 /// The messages in the outbox: file name and recipient.
 async fn outbox(State(mailer): State<Arc<Mailer>>) -> Json<Value> {
+    Json(sent_mail(&mailer.outbox))
+}
+
+pub(crate) fn sent_mail(outbox: &Path) -> Value {
     let mut sent = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&mailer.outbox) {
+    if let Ok(entries) = std::fs::read_dir(outbox) {
         for entry in entries.flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let to = text
@@ -111,7 +125,7 @@ async fn outbox(State(mailer): State<Arc<Mailer>>) -> Json<Value> {
             sent.push(json!({ "file": entry.file_name().to_string_lossy(), "to": to }));
         }
     }
-    Json(Value::Array(sent))
+    Value::Array(sent)
 }
 
 pub(crate) fn app(runner: Runner, mailer: Mailer) -> Router {
@@ -123,9 +137,9 @@ pub(crate) fn app(runner: Runner, mailer: Mailer) -> Router {
         .layer(TaskLayer::new(runner))
 }
 
-#[tokio::main]
-async fn main() {
-    support::init_logging();
+/// The outbox directory from `OUTBOX_DIR`, or an SMTP server from
+/// `SMTP_HOST` and `SMTP_PORT`.
+pub(crate) fn mailer_from_env() -> Mailer {
     let smtp = std::env::var("SMTP_HOST").ok().map(|host| {
         let port = std::env::var("SMTP_PORT")
             .ok()
@@ -133,12 +147,17 @@ async fn main() {
             .unwrap_or(25);
         (host, port)
     });
-    let mailer = Mailer {
+    Mailer {
         outbox: std::env::var("OUTBOX_DIR")
             .unwrap_or_else(|_| "outbox".into())
             .into(),
         smtp,
-    };
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    support::init_logging();
     let runner = Runner::new();
-    support::serve(app(runner.clone(), mailer), runner).await;
+    support::serve(app(runner.clone(), mailer_from_env()), runner).await;
 }

@@ -12,6 +12,8 @@
 // built on its own.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "../examples/actix_email.rs"]
+mod actix_email;
 #[path = "../examples/audit_log.rs"]
 mod audit_log;
 #[path = "../examples/email.rs"]
@@ -114,17 +116,21 @@ fn temp_dir(name: &str) -> PathBuf {
 
 // ===== email =====
 
-#[tokio::test]
-async fn email_registration_writes_a_welcome_message_to_the_outbox() {
-    let outbox = temp_dir("outbox");
+/// The email app with an outbox in the temporary directory `name`, and a
+/// client connected to it.
+async fn email_server(name: &str) -> (Runner, PathBuf, Client) {
+    let outbox = temp_dir(name);
     let runner = Runner::new();
     let mailer = email::Mailer {
         outbox: outbox.clone(),
         smtp: None,
     };
     let addr = serve(email::app(runner.clone(), mailer)).await;
-    let mut client = Client::connect(addr).await;
+    (runner, outbox, Client::connect(addr).await)
+}
 
+/// Registers ada: answered 201 at once, the welcome email queued.
+async fn register_ada(client: &mut Client) {
     let (status, body) = client
         .post_json(
             "/register",
@@ -133,13 +139,34 @@ async fn email_registration_writes_a_welcome_message_to_the_outbox() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["welcome_email"], "queued");
-    client.settle(&runner, "/outbox").await;
+}
 
+/// Registers bob with an invalid address: answered 422, saying why.
+async fn refuse_bob(client: &mut Client) {
+    let (status, body) = client
+        .post_json(
+            "/register",
+            r#"{"email": "not-an-email", "username": "bob"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid email address"),
+        "{body}"
+    );
+}
+
+/// The outbox, as the server lists it and on disk, holds ada's welcome
+/// message and nothing else.
+async fn outbox_holds_adas_welcome(client: &mut Client, outbox: &std::path::Path) {
     let sent = client.get_json("/outbox").await;
     let sent = sent.as_array().unwrap();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["to"], "ada <ada@example.com>");
-    let file = std::fs::read_dir(&outbox)
+    let file = std::fs::read_dir(outbox)
         .unwrap()
         .next()
         .unwrap()
@@ -151,6 +178,14 @@ async fn email_registration_writes_a_welcome_message_to_the_outbox() {
         message.contains("From: \"afterward demo\" <welcome@example.com>"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn email_registration_writes_a_welcome_message_to_the_outbox() {
+    let (runner, outbox, mut client) = email_server("outbox").await;
+    register_ada(&mut client).await;
+    client.settle(&runner, "/outbox").await;
+    outbox_holds_adas_welcome(&mut client, &outbox).await;
     assert_eq!(runner.stats().completed(), 1);
 }
 
@@ -195,28 +230,8 @@ async fn email_registration_queues_the_email_and_sends_it_only_when_run() {
 
 #[tokio::test]
 async fn email_an_invalid_address_gets_422_and_queues_nothing() {
-    let outbox = temp_dir("outbox-invalid");
-    let runner = Runner::new();
-    let mailer = email::Mailer {
-        outbox: outbox.clone(),
-        smtp: None,
-    };
-    let addr = serve(email::app(runner.clone(), mailer)).await;
-    let mut client = Client::connect(addr).await;
-    let (status, body) = client
-        .post_json(
-            "/register",
-            r#"{"email": "not-an-email", "username": "bob"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("invalid email address"),
-        "{body}"
-    );
+    let (runner, outbox, mut client) = email_server("outbox-invalid").await;
+    refuse_bob(&mut client).await;
     client.settle(&runner, "/outbox").await;
     assert_eq!(runner.stats().tasks_received(), 0);
     assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 0);
@@ -246,6 +261,43 @@ async fn email_an_unreachable_smtp_server_is_a_failed_task_with_its_error() {
     assert_eq!(status, StatusCode::CREATED);
     client.settle(&runner, "/outbox").await;
     assert_eq!(runner.stats().failed(), 1);
+}
+
+// ===== actix_email =====
+
+/// The same registration on actix-web, and the shutdown order its `main`
+/// follows: the server first, then the tasks.
+#[tokio::test]
+async fn actix_email_registration_writes_a_welcome_message_then_shuts_down_in_order() {
+    let outbox = temp_dir("actix-outbox");
+    let runner = Runner::new();
+    let mailer = actix_email::email::Mailer {
+        outbox: outbox.clone(),
+        smtp: None,
+    };
+    // The server runs on worker threads of its own, each with its own
+    // runtime; the runner runs on this test's.
+    let (server, addr) = actix_email::server(&runner, mailer, "127.0.0.1:0").unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    let mut client = Client::connect(addr).await;
+
+    register_ada(&mut client).await;
+    refuse_bob(&mut client).await;
+    client.settle(&runner, "/outbox").await;
+    outbox_holds_adas_welcome(&mut client, &outbox).await;
+    drop(client);
+
+    handle.stop(true).await;
+    serving.await.unwrap().unwrap();
+    let report = runner.shutdown(std::time::Duration::from_secs(10)).await;
+    assert_eq!(report.abandoned(), 0);
+    let stats = runner.stats();
+    assert!(
+        stats.tasks_received() == 1 && stats.completed() == 1,
+        "{stats:?}"
+    );
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1);
 }
 
 // ===== audit_log =====

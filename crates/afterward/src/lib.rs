@@ -22,8 +22,8 @@
 //!   span.
 //!
 //! This crate has no HTTP in it. `afterward-hyper` wires it into hyper, tower
-//! and axum, handing each request's queue to a [`Runner`] once the response
-//! body is finished.
+//! and axum, and `afterward-actix` into actix-web, handing each request's
+//! queue to a [`Runner`] once the response body is finished.
 //!
 //! # Example
 //!
@@ -80,9 +80,10 @@
 //!
 //! By default a task runs whatever became of its response. [`add_task`]
 //! returns a [`QueuedTask`] whose [`run_if`](QueuedTask::run_if) makes it
-//! depend on the response's [`Outcome`], which `afterward-hyper` records
-//! when it hands a queue over: a success when the status is below 400 and
-//! every `grpc-status` sent is `0`. A task whose
+//! depend on the response's [`Outcome`], which the adapter
+//! (`afterward-hyper`, `afterward-actix`) records when it hands a queue
+//! over: a success when the status is below 400 and every `grpc-status`
+//! sent is `0`. A task whose
 //! condition does not hold is counted `skipped` and logged with the reason.
 //!
 //! [`RunIf::Success`]: only after a success, as a receipt after an order
@@ -170,6 +171,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `axum` | [`TaskQueue`] as an axum extractor (turned on by `afterward-hyper`'s `axum` feature) |
+//! | `actix` | [`TaskQueue`] as an actix-web extractor (turned on by `afterward-actix`); needs Rust 1.89, as actix-web does |
 //! | `test-util` | `Recorder`, a runner for tests that keeps the queues handed to it until the test runs them |
 //! | `durable` | `DurableTask`, `TaskQueue::add_durable` and `RunnerBuilder::durable`: tasks that leave the process at hand-off, to a backend such as `afterward-graphile` (see the `durable` module) |
 //! | `metrics` | the runner's counts, durations, waits and gauges through the [`metrics`](https://docs.rs/metrics) facade: `afterward_tasks_received_total{task}`, `afterward_tasks_total{task, outcome}`, `afterward_task_duration_seconds{task, outcome}`, `afterward_task_wait_seconds{task}`, `afterward_drains_running`, `afterward_drains_waiting`, `afterward_backlog_tasks`. Task names become labels: name tasks after what they do, never after a request's values |
@@ -202,6 +204,7 @@
 //! | `runner/` | [`Runner`]: admission, workers, the backlog and its reservations, shutdown, `Recorder` |
 //! | `adapter.rs` | the protocol every framework adapter follows, and [`DisconnectPolicy`] |
 //! | `axum.rs` | [`TaskQueue`] as an axum extractor (feature `axum`) |
+//! | `actix.rs` | [`TaskQueue`] as an actix-web extractor (feature `actix`) |
 //!
 //! Invariants worth knowing before changing anything: a queue's lock is
 //! taken before the runner's, never the other way round; nothing
@@ -212,6 +215,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+mod actix;
 pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum;
@@ -230,6 +235,9 @@ mod runner;
 mod stats;
 mod task;
 
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub use crate::actix::MissingTasks;
 pub use crate::adapter::DisconnectPolicy;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

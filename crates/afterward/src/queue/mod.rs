@@ -204,9 +204,11 @@ impl TaskQueue {
     /// order, and leaves `other` empty. Appending a queue to itself (or to a
     /// clone of itself) does nothing.
     ///
-    /// This is how two queues of one request become one sequence: the
-    /// `afterward-hyper` adapter appends the queue a response carries to the
-    /// request's queue, so the request's tasks run first.
+    /// This is how two queues of one request become one sequence: adapters
+    /// append the queue a response carries to the request's queue, so the
+    /// request's tasks run first. Keys keep their rule across the two: a
+    /// task of `other` replaces a waiting task of this queue with the same
+    /// [key](QueuedTask::key), since it was added later.
     ///
     /// # Examples
     ///

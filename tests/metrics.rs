@@ -16,9 +16,15 @@ use hyper_util::rt::TokioExecutor;
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
+fn record_visit() {}
+
+/// Tasks named three ways: by a `&'static str`, by a `String`, and by their
+/// function.
 async fn ok(tasks: TaskQueue) -> &'static str {
     tasks.add_task(|| (), ()).name("audit");
     tasks.add_task(|| async {}, ()).name("notify");
+    tasks.add_task(|| (), ()).name(format!("welcome-{}", 7));
+    tasks.add_task(record_visit, ());
     "ok"
 }
 
@@ -138,7 +144,7 @@ async fn every_series_agrees_with_the_stats() {
     }
     assert_eq!(
         (stats.completed(), stats.failed(), stats.panicked()),
-        (5, 1, 1)
+        (9, 1, 1)
     );
     assert_eq!(
         (stats.timed_out(), stats.skipped(), stats.abandoned()),
@@ -161,6 +167,16 @@ async fn every_series_agrees_with_the_stats() {
         1,
         "series carry the task's name"
     );
+    for name in ["welcome-7", "record_visit", "audit"] {
+        let with = format!("task={name}");
+        let received = total(&series, "afterward_tasks_received_total", &with);
+        assert_eq!(
+            received,
+            2 + usize::from(name == "audit"),
+            "{name}: {series:#?}"
+        );
+        assert_eq!(total(&series, "afterward_tasks_total", &with), received);
+    }
     assert_eq!(total(&series, "afterward_drains_running", ""), 0);
     assert_eq!(total(&series, "afterward_backlog_tasks", ""), 0);
 }

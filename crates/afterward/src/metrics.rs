@@ -44,7 +44,9 @@ mod off {
     #[inline(always)]
     pub(crate) fn ran(_: &TaskName, _: TaskOutcome, _: Started) {}
     #[inline(always)]
-    pub(crate) fn waited(_: &TaskName, _: Started) {}
+    pub(crate) fn waited(_: &TaskName, _: Started) -> Started {
+        Started
+    }
     #[inline(always)]
     pub(crate) fn drains(_: usize, _: usize) {}
     #[inline(always)]
@@ -55,6 +57,7 @@ mod off {
 mod on {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
     use std::time::Instant;
 
     use metrics::{Key, Label, Level, Metadata};
@@ -108,27 +111,8 @@ mod on {
         }
     }
 
-    /// A task name as the cache knows it: a `'static` name by where it is,
-    /// which costs nothing to hash; a name given as a `String` by its text.
-    #[derive(PartialEq, Eq, Hash)]
-    enum Name {
-        At(usize, usize),
-        Text(Box<str>),
-    }
-
-    impl Name {
-        fn of(name: &TaskName) -> Name {
-            match name {
-                TaskName::Fn(_) | TaskName::Static(_) => {
-                    let short = name.short();
-                    Name::At(short.as_ptr() as usize, short.len())
-                }
-                TaskName::Shared(text) => Name::Text(text.as_ref().into()),
-            }
-        }
-    }
-
-    /// Hashes a `Name::At` with one multiplication.
+    /// Hashes the address and length of a `'static` name with two
+    /// multiplications.
     #[derive(Default)]
     struct Quick(u64);
 
@@ -138,19 +122,58 @@ mod on {
         }
         fn write(&mut self, bytes: &[u8]) {
             for &b in bytes {
-                self.0 =
-                    (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+                self.write_u64(u64::from(b));
             }
         }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
         fn write_usize(&mut self, n: usize) {
-            self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.write_u64(n as u64);
         }
     }
 
-    type Cache = HashMap<Name, &'static Keys, std::hash::BuildHasherDefault<Quick>>;
+    /// This thread's keys, by task name: a `'static` name (a function's type
+    /// name, or one given as `&'static str`) by where it is and which kind
+    /// it is, so that a lookup neither reads nor shortens it; a name given
+    /// as a `String` by its text. The last `'static` name looked up is
+    /// kept apart: a task is looked up three times, and a queue's tasks
+    /// often share a name.
+    #[derive(Default)]
+    struct Cache {
+        last: Option<(At, &'static Keys)>,
+        at: HashMap<At, &'static Keys, BuildHasherDefault<Quick>>,
+        text: HashMap<Box<str>, &'static Keys>,
+    }
+
+    /// A `'static` name's address, length, and whether it is a type name.
+    type At = (usize, usize, bool);
+
+    impl Cache {
+        fn get(&mut self, name: &TaskName) -> &'static Keys {
+            let made = || -> &'static Keys { Box::leak(Box::new(Keys::new(name.short()))) };
+            match name {
+                TaskName::Fn(text) | TaskName::Static(text) => {
+                    let fn_name = matches!(name, TaskName::Fn(_));
+                    let at = (text.as_ptr() as usize, text.len(), fn_name);
+                    match self.last {
+                        Some((last, keys)) if last == at => keys,
+                        _ => {
+                            let keys = *self.at.entry(at).or_insert_with(made);
+                            self.last = Some((at, keys));
+                            keys
+                        }
+                    }
+                }
+                TaskName::Shared(text) => match self.text.get(&**text) {
+                    Some(&found) => found,
+                    None => self.text.entry(text.as_ref().into()).or_insert_with(made),
+                },
+            }
+        }
+    }
 
     thread_local! {
-        /// This thread's keys, by task name.
         static KEYS: RefCell<Cache> = RefCell::new(Cache::default());
     }
 
@@ -158,16 +181,7 @@ mod on {
     /// per task name and thread: names are a small, fixed set (the docs say
     /// so), and a recorder keeps its series anyway.
     fn with_keys(name: &TaskName, f: impl FnOnce(&Keys)) {
-        let keys = KEYS.with(|keys| {
-            let key = Name::of(name);
-            if let Some(&found) = keys.borrow().get(&key) {
-                return found;
-            }
-            let made: &'static Keys = Box::leak(Box::new(Keys::new(name.short())));
-            keys.borrow_mut().insert(key, made);
-            made
-        });
-        f(keys);
+        f(KEYS.with(|keys| keys.borrow_mut().get(name)));
     }
 
     pub(crate) fn received(name: &TaskName) {
@@ -185,7 +199,7 @@ mod on {
 
     /// A task that started and ended: counted, and its duration.
     pub(crate) fn ran(name: &TaskName, outcome: TaskOutcome, started: Started) {
-        let seconds = started.0.elapsed().as_secs_f64();
+        let took = started.0.elapsed();
         with_keys(name, |keys| {
             let (ended, duration) = (
                 &keys.ended[outcome as usize],
@@ -193,17 +207,20 @@ mod on {
             );
             metrics::with_recorder(|r| {
                 r.register_counter(ended, &METADATA).increment(1);
-                r.register_histogram(duration, &METADATA).record(seconds);
+                r.register_histogram(duration, &METADATA).record(took);
             });
         });
     }
 
-    /// A task started, `handed` after its queue's hand-off.
-    pub(crate) fn waited(name: &TaskName, handed: Started) {
-        let seconds = handed.0.elapsed().as_secs_f64();
+    /// A task starts now, after waiting since its queue's hand-off at
+    /// `handed`; returns when it started.
+    pub(crate) fn waited(name: &TaskName, handed: Started) -> Started {
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(handed.0);
         with_keys(name, |keys| {
-            metrics::with_recorder(|r| r.register_histogram(&keys.wait, &METADATA).record(seconds));
+            metrics::with_recorder(|r| r.register_histogram(&keys.wait, &METADATA).record(waited));
         });
+        Started(now)
     }
 
     static RUNNING: Key = Key::from_static_name("afterward_drains_running");

@@ -42,7 +42,7 @@ impl Batch {
 
     fn run_tasks(&self) {
         loop {
-            let task = {
+            let (task, started) = {
                 let mut state = self.queue.lock();
                 if state.drain.cancelled
                     || self.ctx.stops(state.drain.failed)
@@ -52,11 +52,11 @@ impl Batch {
                 }
                 match look_at_front(&mut state) {
                     Front::Sync => {
-                        let Some(task) = take_front(&mut state) else {
+                        let Some((task, started)) = take_front(&mut state) else {
                             return;
                         };
                         state.drain.in_flight = Some(task.tag());
-                        task
+                        (task, started)
                     }
                     Front::Unmet(task, why) => {
                         state.drain.report.add(TaskOutcome::Skipped, 1);
@@ -73,7 +73,6 @@ impl Batch {
             };
             let span = task_span(&task);
             let tag = task.tag();
-            let started = metrics::now();
             let ran = in_span(span.as_ref(), || run_sync(task, self.ctx.timeout));
             if !self.finish(span.as_ref(), tag, &ran, started) {
                 return;

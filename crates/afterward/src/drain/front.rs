@@ -33,14 +33,13 @@ pub(super) fn look_at_front(state: &mut State) -> Front {
     }
 }
 
-/// Takes the front task out of the queue, to run it.
+/// Takes the front task out of the queue, to run it now: returns it and
+/// when it started, for the metrics.
 #[inline]
-pub(super) fn take_front(state: &mut State) -> Option<Task> {
+pub(super) fn take_front(state: &mut State) -> Option<(Task, metrics::Started)> {
     let task = pop(state)?;
-    if metrics::ENABLED {
-        metrics::waited(&task.name(), state.handed);
-    }
-    Some(task)
+    let started = metrics::waited(&task.name(), state.handed);
+    Some((task, started))
 }
 
 /// Takes the front task out of the queue.

@@ -176,9 +176,9 @@ impl Progress {
                 Some(Next::Sync)
             }
             Front::Async => {
-                let task = take_front(state)?;
+                let (task, started) = take_front(state)?;
                 self.in_flight = Some(task.tag());
-                Some(Next::Async(task))
+                Some(Next::Async(task, started))
             }
         }
     }
@@ -215,7 +215,8 @@ const STREAK: u32 = 128;
 
 /// What a drain does next.
 enum Next {
-    Async(Task),
+    /// An async task to run, and when it started.
+    Async(Task, metrics::Started),
     Sync,
     /// Tasks that will not run, counted already. Rare, so boxed: a drain
     /// moves a `Next` for every task.
@@ -309,14 +310,13 @@ impl Drain {
                 }
             };
             match next {
-                Next::Async(task) => {
+                Next::Async(task, started) => {
                     // Written out here rather than in an `async fn` of its
                     // own: one state machine less for every task.
                     debug_assert!(!task.is_sync(), "a sync task run as an async one");
                     let span = task_span(&task);
                     let timer = timer(&self.ctx, &mut self.timer);
                     let tally = &mut self.progress.tally;
-                    let started = metrics::now();
                     let ran = RunAsync::new(task, span.as_ref(), timer, tally).await;
                     self.progress.ran(ran, span.as_ref(), started);
                     self.streak += 1;

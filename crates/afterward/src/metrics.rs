@@ -197,9 +197,20 @@ mod on {
         });
     }
 
+    /// The seconds from one instant to another, or to now, worked out only
+    /// if a histogram records them: the facade's no-op recorder does not.
+    struct Seconds(Instant, Option<Instant>);
+
+    impl metrics::IntoF64 for Seconds {
+        fn into_f64(self) -> f64 {
+            let end = self.1.unwrap_or_else(Instant::now);
+            end.saturating_duration_since(self.0).as_secs_f64()
+        }
+    }
+
     /// A task that started and ended: counted, and its duration.
     pub(crate) fn ran(name: &TaskName, outcome: TaskOutcome, started: Started) {
-        let took = started.0.elapsed();
+        let took = Seconds(started.0, None);
         with_keys(name, |keys| {
             let (ended, duration) = (
                 &keys.ended[outcome as usize],
@@ -216,7 +227,7 @@ mod on {
     /// `handed`; returns when it started.
     pub(crate) fn waited(name: &TaskName, handed: Started) -> Started {
         let now = Instant::now();
-        let waited = now.saturating_duration_since(handed.0);
+        let waited = Seconds(handed.0, Some(now));
         with_keys(name, |keys| {
             metrics::with_recorder(|r| r.register_histogram(&keys.wait, &METADATA).record(waited));
         });

@@ -108,7 +108,7 @@ struct Progress {
     /// Whether one of this drain's own tasks failed, for `StopQueue`.
     failed: bool,
     /// The durable hand-off's state.
-    handoff: Handoff,
+    persisting: Persisting,
 }
 
 impl Progress {
@@ -149,7 +149,7 @@ impl Progress {
             self.count(TaskOutcome::Skipped, skipped.len());
             return Some(Next::Unrun(Box::new((skipped, Why::EarlierFailed))));
         }
-        if let Some((tasks, _outcome)) = durable_next(ctx, &mut self.handoff, state) {
+        if let Some((tasks, _outcome)) = durable_next(ctx, &mut self.persisting, state) {
             #[cfg(feature = "durable")]
             return Some(Next::Persist(Box::new((tasks, _outcome))));
             #[cfg(not(feature = "durable"))]
@@ -185,15 +185,18 @@ impl Progress {
 }
 
 #[cfg(feature = "durable")]
-use self::persist::{Handoff, durable_next, persist};
+use self::persist::{Persisting, durable_next, persist};
 
-/// Without the `durable` feature, there is no hand-off.
+/// Without the `durable` feature, nothing is persisted.
 #[cfg(not(feature = "durable"))]
-#[derive(Default)]
-struct Handoff;
+struct Persisting;
 
 #[cfg(not(feature = "durable"))]
-impl Handoff {
+impl Persisting {
+    fn new() -> Persisting {
+        Persisting
+    }
+
     fn abandon(&mut self) -> (Vec<Task>, Vec<Task>) {
         (Vec::new(), Vec::new())
     }
@@ -202,7 +205,7 @@ impl Handoff {
 #[cfg(not(feature = "durable"))]
 fn durable_next(
     _: &Ctx,
-    _: &mut Handoff,
+    _: &mut Persisting,
     _: &mut State,
 ) -> Option<(Vec<Task>, crate::condition::Outcome)> {
     None
@@ -234,7 +237,7 @@ impl Drain {
             tally: Tally::new(ctx.host.clone()),
             in_flight: None,
             failed: false,
-            handoff: Handoff::default(),
+            persisting: Persisting::new(),
         };
         Drain {
             queue,
@@ -351,12 +354,12 @@ impl Drain {
                 #[cfg(feature = "durable")]
                 Next::Persist(persisting) => {
                     let (tasks, outcome) = *persisting;
-                    let handoff = &mut self.progress.handoff;
-                    let counts = persist(&self.ctx, handoff, tasks, outcome).await;
+                    let persisting = &mut self.progress.persisting;
+                    let counts = persist(&self.ctx, persisting, tasks, outcome).await;
                     for (outcome, n) in counts.iter() {
                         self.progress.count(outcome, n);
                     }
-                    while let Some(task) = self.progress.handoff.fallback.pop_front() {
+                    while let Some(task) = self.progress.persisting.fallback.pop_front() {
                         self.run_here(task).await;
                     }
                 }
@@ -400,7 +403,7 @@ impl Drain {
         }
         let cut_short = phase != Phase::Done;
         let holding = phase != Phase::Waiting;
-        let (persisting, fallback) = self.progress.handoff.abandon();
+        let (persisting, fallback) = self.progress.persisting.abandon();
         let (in_flight, rest, report) = {
             let mut state = self.queue.lock();
             // At most one of these is set: the drain awaits either its own
@@ -456,7 +459,7 @@ impl Drain {
             log_unrun(&tag, &Span::none(), Why::Abandoned);
         }
         if !persisting.is_empty() {
-            settle(persisting, Why::AbandonedInHandoff);
+            settle(persisting, Why::AbandonedWhilePersisting);
         }
         if !fallback.is_empty() {
             settle(fallback, Why::Abandoned);

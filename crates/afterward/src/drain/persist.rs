@@ -16,35 +16,33 @@ use crate::queue::State;
 use crate::quiet::{drop_quietly, take_message};
 use crate::task::{Task, Why, settle};
 
-/// A drain's side of persisting.
-pub(super) struct Handoff {
+/// A drain's durable tasks on their way to the backend.
+pub(super) struct Persisting {
     /// Whether the durable tasks waiting in the queue are still to be taken
     /// out, as they are at the start of a drain.
     sweep: bool,
     /// The durable tasks being handed to the backend now; abandoned if the
     /// drain is cancelled meanwhile.
-    persisting: Vec<Task>,
+    tasks: Vec<Task>,
     /// Durable tasks whose hand-off failed, waiting to run in-process
     /// (`durable_fallback`); abandoned if the drain is cancelled meanwhile.
     pub(super) fallback: std::collections::VecDeque<Task>,
 }
 
-impl Default for Handoff {
-    fn default() -> Handoff {
-        Handoff {
+impl Persisting {
+    pub(super) fn new() -> Persisting {
+        Persisting {
             sweep: true,
-            persisting: Vec::new(),
+            tasks: Vec::new(),
             fallback: std::collections::VecDeque::new(),
         }
     }
-}
 
-impl Handoff {
     /// The tasks cut off in the middle of their hand-off, and those that
     /// were to run in its place.
     pub(super) fn abandon(&mut self) -> (Vec<Task>, Vec<Task>) {
         let fallback = self.fallback.drain(..).collect();
-        (std::mem::take(&mut self.persisting), fallback)
+        (std::mem::take(&mut self.tasks), fallback)
     }
 }
 
@@ -54,14 +52,14 @@ impl Handoff {
 /// under the queue's lock.
 pub(super) fn durable_next(
     ctx: &Ctx,
-    handoff: &mut Handoff,
+    persisting: &mut Persisting,
     state: &mut State,
 ) -> Option<(Vec<Task>, Outcome)> {
     ctx.durable.as_ref()?;
-    if !handoff.sweep && !state.tasks.front().is_some_and(Task::is_durable) {
+    if !persisting.sweep && !state.tasks.front().is_some_and(Task::is_durable) {
         return None;
     }
-    handoff.sweep = false;
+    persisting.sweep = false;
     let outcome = state.outcome;
     let taken = state.tasks.take_where(Task::is_durable);
     if taken.is_empty() {
@@ -76,12 +74,12 @@ pub(super) fn durable_next(
 /// persisted, or, if the backend failed or a task could not be serialized,
 /// persist_failed, each logged with its name. Returns the counts, for the
 /// drain; the tasks of a failed hand-off under `durable_fallback` are left
-/// in `handoff.fallback`, for the drain to run. While the backend has them,
-/// the tasks are kept in `handoff`, so a drain cut off meanwhile abandons
+/// in `persisting.fallback`, for the drain to run. While the backend has them,
+/// the tasks are kept in `persisting`, so a drain cut off meanwhile abandons
 /// them.
 pub(super) async fn persist(
     ctx: &Ctx,
-    handoff: &mut Handoff,
+    persisting: &mut Persisting,
     taken: Vec<Task>,
     outcome: Outcome,
 ) -> Counts {
@@ -102,15 +100,15 @@ pub(super) async fn persist(
     let Some(backend) = ctx.durable.clone() else {
         return counts;
     };
-    handoff.persisting = tasks;
-    let stored = match serialize(&handoff.persisting) {
+    persisting.tasks = tasks;
+    let stored = match serialize(&persisting.tasks) {
         Ok(steps) => {
             let chain = Chain::new(steps, ctx.policy);
             let span = tracing::info_span!(
-                parent: handoff.persisting[0].parent(),
-                "durable_handoff",
+                parent: persisting.tasks[0].parent(),
+                "durable_persist",
                 chain = chain.id(),
-                tasks = handoff.persisting.len()
+                tasks = persisting.tasks.len()
             );
             call(&*backend, &chain)
                 .instrument(span)
@@ -119,7 +117,7 @@ pub(super) async fn persist(
         }
         Err(error) => Err(Failure::NotStored(error)),
     };
-    let tasks = std::mem::take(&mut handoff.persisting);
+    let tasks = std::mem::take(&mut persisting.tasks);
     match stored {
         Err(Failure::NotStored(error)) if ctx.durable_fallback => {
             for task in &tasks {
@@ -132,7 +130,7 @@ pub(super) async fn persist(
                     "durable task not stored: it runs in-process instead, once and without durability (durable_fallback)"
                 );
             }
-            handoff.fallback.extend(tasks);
+            persisting.fallback.extend(tasks);
             return counts;
         }
         Ok(chain) => {

@@ -33,8 +33,8 @@ pub(crate) enum Why<'a> {
     Replaced { counted: bool },
     /// Given up on by a shutdown, or a runtime going away.
     Abandoned,
-    /// Cut off while being handed to the durable backend.
-    AbandonedInHandoff,
+    /// Cut off while being persisted by the durable backend.
+    AbandonedWhilePersisting,
     /// Refused by the runner.
     Rejected(Rejection),
     /// Its durable hand-off failed with this error.
@@ -64,7 +64,7 @@ impl Why<'_> {
             | Why::Forgotten { counted: true }
             | Why::Replaced { counted: true } => Some(TaskOutcome::Skipped),
             Why::Forgotten { counted: false } | Why::Replaced { counted: false } => None,
-            Why::Abandoned | Why::AbandonedInHandoff => Some(TaskOutcome::Abandoned),
+            Why::Abandoned | Why::AbandonedWhilePersisting => Some(TaskOutcome::Abandoned),
             Why::Rejected(_) => Some(TaskOutcome::Rejected),
             #[cfg(feature = "durable")]
             Why::PersistFailed(_) => Some(TaskOutcome::PersistFailed),
@@ -121,7 +121,7 @@ pub(crate) fn log_unrun(tag: &TaskTag, parent: &Span, why: Why<'_>) {
             "background task replaced by a newer task with the same key".into(),
         ),
         Why::Abandoned => (Level::ERROR, "background task abandoned".into()),
-        Why::AbandonedInHandoff => (
+        Why::AbandonedWhilePersisting => (
             Level::ERROR,
             "durable task abandoned during its hand-off: it may or may not have been stored".into(),
         ),

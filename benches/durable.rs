@@ -12,7 +12,7 @@
 //! Cases alternate round by round; the median round is reported.
 //!
 //! ```text
-//! cargo bench --bench durable [-- --quick]
+//! cargo bench --bench durable [-- --quick] [hand-offs | workers]
 //! ```
 
 use std::sync::Arc;
@@ -236,6 +236,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick") || std::env::var_os("CI").is_some();
+    // `hand-offs` or `workers` runs that part alone; cargo's own `--bench`
+    // is not a filter.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let wants = |part: &str| filter.is_empty() || filter.iter().any(|f| part.contains(f.as_str()));
     let (rounds, chains, steps) = if quick {
         (3, 2_000, 2_000)
     } else {
@@ -257,55 +264,59 @@ async fn main() {
     let utils = WorkerUtils::new(pool.clone(), SCHEMA.to_owned());
     utils.migrate().await.unwrap();
 
-    println!(
-        "hand-offs: chains of 1 task stored per second, {IN_FLIGHT} in flight, median of {rounds} rounds of {chains}"
-    );
-    let (mut b, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        reset(&pool).await;
-        b.push(hand_offs(&batched_runner, chains).await);
-        o.push(hand_offs(&one_by_one_runner, chains).await);
-        r.push(raw_add_jobs(&utils, chains).await);
-    }
-    let (b, o, r) = (median(b), median(o), median(r));
-    println!("  batched (default)                  {b:>8.0} chains/s");
-    println!(
-        "  one transaction per chain          {o:>8.0} chains/s   batched / this: {:.2}x",
-        b / o
-    );
-    println!(
-        "  graphile_worker add_job per chain  {r:>8.0} jobs/s     batched / this: {:.2}x",
-        b / r
-    );
-    for runner in [&batched_runner, &one_by_one_runner] {
-        let stats = runner.stats();
-        assert_eq!(stats.persisted(), stats.tasks_received(), "{stats:?}");
+    if wants("hand-offs") {
+        println!(
+            "hand-offs: chains of 1 task stored per second, {IN_FLIGHT} in flight, median of {rounds} rounds of {chains}"
+        );
+        let (mut b, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            reset(&pool).await;
+            b.push(hand_offs(&batched_runner, chains).await);
+            o.push(hand_offs(&one_by_one_runner, chains).await);
+            r.push(raw_add_jobs(&utils, chains).await);
+        }
+        let (b, o, r) = (median(b), median(o), median(r));
+        println!("  batched (default)                  {b:>8.0} chains/s");
+        println!(
+            "  one transaction per chain          {o:>8.0} chains/s   batched / this: {:.2}x",
+            b / o
+        );
+        println!(
+            "  graphile_worker add_job per chain  {r:>8.0} jobs/s     batched / this: {:.2}x",
+            b / r
+        );
+        for runner in [&batched_runner, &one_by_one_runner] {
+            let stats = runner.stats();
+            assert_eq!(stats.persisted(), stats.tasks_received(), "{stats:?}");
+        }
     }
 
-    println!(
-        "workers: no-op steps run per second from a backlog of {steps}, {SLOTS} slots, local queue"
-    );
-    let raw: Vec<f64> = {
-        let mut raw = Vec::new();
-        let mut ours = [Vec::new(), Vec::new()];
-        for _ in 0..rounds {
-            raw.push(raw_worker(&pool, steps).await);
-            for (i, length) in [1, 5].into_iter().enumerate() {
-                ours[i].push(afterward_worker(&pool, &batched, steps, length).await);
+    if wants("workers") {
+        println!(
+            "workers: no-op steps run per second from a backlog of {steps}, {SLOTS} slots, local queue"
+        );
+        let raw: Vec<f64> = {
+            let mut raw = Vec::new();
+            let mut ours = [Vec::new(), Vec::new()];
+            for _ in 0..rounds {
+                raw.push(raw_worker(&pool, steps).await);
+                for (i, length) in [1, 5].into_iter().enumerate() {
+                    ours[i].push(afterward_worker(&pool, &batched, steps, length).await);
+                }
             }
-        }
-        let raw_rate = median(raw.clone());
-        println!("  raw graphile_worker, no-op jobs    {raw_rate:>8.0} jobs/s");
-        for (i, length) in [1, 5].into_iter().enumerate() {
-            let rate = median(ours[i].clone());
-            println!(
-                "  GraphileWorker, chains of {length}        {rate:>8.0} steps/s    this / raw: {:.2}x",
-                rate / raw_rate
-            );
-        }
-        raw
-    };
-    std::hint::black_box(raw);
+            let raw_rate = median(raw.clone());
+            println!("  raw graphile_worker, no-op jobs    {raw_rate:>8.0} jobs/s");
+            for (i, length) in [1, 5].into_iter().enumerate() {
+                let rate = median(ours[i].clone());
+                println!(
+                    "  GraphileWorker, chains of {length}        {rate:>8.0} steps/s    this / raw: {:.2}x",
+                    rate / raw_rate
+                );
+            }
+            raw
+        };
+        std::hint::black_box(raw);
+    }
     sqlx::query(AssertSqlSafe(format!("drop schema {SCHEMA} cascade")))
         .execute(&pool)
         .await

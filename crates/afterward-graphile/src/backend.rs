@@ -142,7 +142,9 @@ impl GraphileBackend {
 
     /// The most steps one transaction stores (4,096 by default): hand-offs
     /// waiting beyond that go in the next. `1` stores each chain in a
-    /// transaction of its own.
+    /// transaction of its own, as many at once as the pool has connections
+    /// (batches are stored at most a few at once, since a batch gathers
+    /// what waits).
     ///
     /// # Panics
     ///

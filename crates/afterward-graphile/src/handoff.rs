@@ -10,13 +10,15 @@ use std::time::Duration;
 use afterward::FailurePolicy;
 use afterward::durable::{Chain, PersistError, Unconfirmed};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::batches::Batches;
 use crate::sql::Statements;
 
-/// How many batches may be stored at once; the next batch gathers what
-/// arrives meanwhile.
-const IN_FLIGHT: usize = 4;
+/// How many batches may be stored at once: one running its statement
+/// while another waits for its commit; the next gathers what arrives
+/// meanwhile. More would split the waiting hand-offs into smaller batches
+/// (measured by the `durable` bench: 2 stores the most).
+const IN_FLIGHT: usize = 2;
 
 /// The rows of steps to store, column by column, as the store statement
 /// takes them.
@@ -77,7 +79,7 @@ pub(crate) async fn store(
     conn: &mut PgConnection,
     rows: &Rows,
 ) -> Result<i64, sqlx::Error> {
-    let (_, xid): (i64, i64) = sqlx::query_as(AssertSqlSafe(statements.store.as_str()))
+    let (_, _, xid): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(statements.store.as_str()))
         .bind(&rows.ids)
         .bind(&rows.chains)
         .bind(&rows.indexes)
@@ -106,78 +108,47 @@ pub(crate) struct Settings {
     pub(crate) max_batch: usize,
 }
 
-/// A hand-off waiting to be stored.
-struct Request {
-    rows: Rows,
-    reply: oneshot::Sender<Result<(), PersistError>>,
-}
-
-/// The sending side of the batches' task, which it starts.
+/// Hand-offs on their way to be stored together.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    requests: mpsc::UnboundedSender<Request>,
+    batches: Batches<Rows, Result<(), PersistError>>,
 }
 
 impl Batcher {
     /// Starts the task that stores batches, on the current runtime.
     pub(crate) fn start(settings: Arc<Settings>) -> Batcher {
-        let (requests, received) = mpsc::unbounded_channel();
-        tokio::spawn(gather(received, settings));
-        Batcher { requests }
+        let max = settings.max_batch;
+        let in_flight = if max > 1 {
+            IN_FLIGHT
+        } else {
+            settings.pool.options().get_max_connections() as usize
+        };
+        let batches = Batches::start(in_flight, max, move |hand_offs: Vec<Rows>| {
+            let settings = settings.clone();
+            async move {
+                let n = hand_offs.len();
+                let mut rows = Rows::default();
+                hand_offs.into_iter().for_each(|one| rows.append(one));
+                let answer = store_exactly(&settings, &rows).await;
+                (0..n)
+                    .map(|_| match &answer {
+                        Ok(()) => Ok(()),
+                        Err(Fate::NotStored(error)) => Err(error.clone().into()),
+                        Err(Fate::Unknown(reason)) => {
+                            Err(Box::new(Unconfirmed::new(reason.clone())) as PersistError)
+                        }
+                    })
+                    .collect()
+            }
+        });
+        Batcher { batches }
     }
 
     /// Stores `rows` with whatever else arrives meanwhile; answers once
     /// their transaction's fate is known.
     pub(crate) async fn store(&self, rows: Rows) -> Result<(), PersistError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { rows, reply })
-            .map_err(|_| "the hand-off's batches have stopped")?;
-        answer
-            .await
-            .map_err(|_| "the hand-off's batch was dropped before it answered")?
-    }
-}
-
-/// Gathers requests into batches: each takes what is waiting when the last
-/// one left, up to `max_batch` steps.
-async fn gather(mut received: mpsc::UnboundedReceiver<Request>, settings: Arc<Settings>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = received.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut steps = first.rows.len();
-        let mut batch = vec![first];
-        while steps < settings.max_batch {
-            let Ok(next) = received.try_recv() else {
-                break;
-            };
-            steps += next.rows.len();
-            batch.push(next);
-        }
-        let settings = settings.clone();
-        tokio::spawn(async move {
-            store_batch(&settings, batch).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn store_batch(settings: &Settings, batch: Vec<Request>) {
-    let mut rows = Rows::default();
-    let mut replies = Vec::with_capacity(batch.len());
-    for request in batch {
-        rows.append(request.rows);
-        replies.push(request.reply);
-    }
-    let answer = store_exactly(settings, &rows).await;
-    for reply in replies {
-        let _ = reply.send(match &answer {
-            Ok(()) => Ok(()),
-            Err(Fate::NotStored(error)) => Err(error.clone().into()),
-            Err(Fate::Unknown(reason)) => Err(Box::new(Unconfirmed::new(reason.clone()))),
-        });
+        let size = rows.len();
+        self.batches.call(rows, size).await?
     }
 }
 

@@ -105,6 +105,7 @@
 //! | `schema.rs` | the schema's name, checked, and the tables: graphile_worker's and `afterward_steps` |
 //! | `sql.rs` | every statement afterward sends, written once per schema |
 //! | `status.rs` | [`TaskStatus`] and [`TaskState`] |
+//! | `batches.rs` | requests that arrive together served together, by one statement and one commit |
 //! | `handoff.rs` | hand-offs stored together, each with its exact answer |
 //! | `tasks.rs` | the durable tasks a worker knows, by name |
 //! | `step.rs` | one step on a worker: run from its job, recorded, the next queued |
@@ -115,6 +116,7 @@
 //! [graphile_worker]: https://docs.rs/graphile_worker
 
 mod backend;
+mod batches;
 mod handoff;
 mod schema;
 mod sql;

@@ -7,6 +7,9 @@ use sqlx::PgPool;
 
 use crate::Error;
 
+/// The task identifier of every step's graphile_worker job.
+pub(crate) const IDENTIFIER: &str = "afterward_step";
+
 /// A schema name checked to be a plain identifier, and its quoted form for
 /// SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,11 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &Schema) -> Result<(), Error>
         format!(
             "create index if not exists afterward_steps_waiting
              on {s}.afterward_steps (created_at) where state = 0"
+        ),
+        // Hand-offs insert their jobs directly, naming this task by its id.
+        format!(
+            "insert into {s}._private_tasks (identifier) values ('{IDENTIFIER}')
+             on conflict do nothing"
         ),
     ] {
         sqlx::query(AssertSqlSafe(statement))

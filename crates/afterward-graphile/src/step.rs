@@ -19,7 +19,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool};
 use tracing::Instrument;
 
-use crate::sql::IDENTIFIER;
+use crate::schema::IDENTIFIER;
 use crate::tasks::{StepError, Tasks};
 
 /// A chain's graphile_worker job: the step it is at, with everything the

@@ -371,3 +371,34 @@ async fn a_worker_does_not_miss_jobs_that_become_runnable_silently() {
     worker.stop().await;
     db.drop_schema().await;
 }
+
+/// A hand-off notifies the workers: an idle worker that would not poll
+/// again for a minute, and has no upkeep to wake it, starts the new chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_wakes_an_idle_worker() {
+    let db = Db::new("wake").await;
+    let runner = Runner::builder().durable(db.backend()).build();
+    let hand_off = |label: &str| {
+        let queue = TaskQueue::new();
+        queue.add_durable(rec(&db, label));
+        runner.spawn(queue)
+    };
+    assert_eq!(hand_off("found at start").await.persisted(), 1);
+    let worker = start(
+        db.worker()
+            .poll_interval(Duration::from_secs(60))
+            .upkeep(None),
+    )
+    .await;
+    // Found by the worker's first fetch; after it, the worker is idle.
+    db.wait_finished(1).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(hand_off("woken").await.persisted(), 1);
+    db.wait_finished(2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "picked up only by polling"
+    );
+    worker.stop().await;
+    db.drop_schema().await;
+}

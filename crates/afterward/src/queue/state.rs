@@ -151,7 +151,7 @@ impl Inner {
                 },
                 outcome: Outcome::Success,
                 report: ReportSlot::default(),
-                handed: crate::metrics::Started::default(),
+                handed: crate::metrics::now(),
             }),
             released: Notify::new(),
         }

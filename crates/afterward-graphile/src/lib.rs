@@ -102,12 +102,14 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `schema.rs` | the schema's name, checked, and the tables: graphile_worker's and `afterward_steps` |
+//! | `schema.rs` | the schema's name, checked, and what the migration makes: graphile_worker's tables, `afterward_steps`, the job's format, the function `afterward_done` |
 //! | `sql.rs` | every statement afterward sends, written once per schema |
 //! | `status.rs` | [`TaskStatus`] and [`TaskState`] |
 //! | `batches.rs` | requests that arrive together served together, by one statement and one commit |
 //! | `handoff.rs` | hand-offs stored together, each with its exact answer |
-//! | `tasks.rs` | the durable tasks a worker knows, by name |
+//! | `job.rs` | a chain's graphile_worker job: the step it is at |
+//! | `done.rs` | steps recorded done together, each told its chain's next step |
+//! | `tasks.rs` | what a worker's steps share: the tasks by name, the statements, the recorder |
 //! | `step.rs` | one step on a worker: run from its job, recorded, the next queued |
 //! | `backend.rs` | [`GraphileBackend`]: hand-offs, the transactional outbox, status and pruning |
 //! | `worker.rs` | [`GraphileWorker`]: the graphile_worker worker that runs steps, and its upkeep |
@@ -117,7 +119,9 @@
 
 mod backend;
 mod batches;
+mod done;
 mod handoff;
+mod job;
 mod schema;
 mod sql;
 mod status;

@@ -1,5 +1,7 @@
-//! The tables: graphile_worker's own, and `afterward_steps`, one row per
-//! durable task; and the schema's name, checked once.
+//! What the migration makes: graphile_worker's tables, `afterward_steps`
+//! (one row per durable task, in a state), the format of a chain's job, and
+//! `afterward_done`, the function that records steps done; and the
+//! schema's name, checked once.
 
 use graphile_worker::WorkerUtils;
 use sqlx::AssertSqlSafe;
@@ -9,6 +11,78 @@ use crate::Error;
 
 /// The task identifier of every step's graphile_worker job.
 pub(crate) const IDENTIFIER: &str = "afterward_step";
+
+/// A step's state in `afterward_steps`. A waiting step whose job is locked
+/// is running.
+pub(crate) mod state {
+    pub(crate) const WAITING: i16 = 0;
+    pub(crate) const DONE: i16 = 2;
+    pub(crate) const FAILED: i16 = 3;
+    pub(crate) const DROPPED: i16 = 4;
+}
+
+/// A uuid `column` as the hex of a [`TaskId`](afterward::TaskId).
+pub(crate) fn hex(column: &str) -> String {
+    format!("replace({column}::text, '-', '')")
+}
+
+/// The job payload of the step in row `row` of `afterward_steps`: a
+/// `StepJob` (`job.rs`).
+pub(crate) fn job_payload(row: &str) -> String {
+    format!(
+        "json_build_object('step', {id}, 'chain', {chain}, 'index', {row}.index,
+                           'name', {row}.name, 'payload', {row}.payload)",
+        id = hex(&format!("{row}.id")),
+        chain = hex(&format!("{row}.chain")),
+    )
+}
+
+/// `afterward_done(step_ids, job_ids, step_attempts)`: records the steps
+/// done (those still waiting), run on those attempts in those jobs, and
+/// moves each job on to its chain's next step, or removes it after the
+/// last; returns, for each step in order, the next step as its job's
+/// payload, or null. A function rather than a statement so that its plan
+/// is made once per connection, not at every call: planning this
+/// statement costs more than running it for a few steps.
+fn done_function(s: &str) -> String {
+    use state::{DONE, WAITING};
+    let payload = job_payload("n");
+    format!(
+        "create or replace function {s}.afterward_done(
+            step_ids uuid[], job_ids bigint[], step_attempts smallint[]
+        ) returns setof json language plpgsql
+        set plan_cache_mode = force_generic_plan as $body$
+        begin
+            return query with i as (
+                select * from unnest(step_ids, job_ids, step_attempts)
+                    with ordinality as i(id, job, attempts, at)
+            ), f as (
+                update {s}.afterward_steps s
+                set state = {DONE}, attempts = i.attempts, finished_at = now()
+                from i
+                where s.id = i.id and s.state = {WAITING}
+                returning s.id, s.chain, s.index, s.last, i.job
+            ), next as (
+                select f.id as after, f.job, n.* from f
+                join {s}.afterward_steps n on n.chain = f.chain and n.index = f.index + 1
+                where not f.last
+            ), moved as (
+                update {s}._private_jobs j
+                set payload = {payload}, attempts = 1, last_error = null
+                from next n
+                where j.id = n.job
+            ), gone as (
+                delete from {s}._private_jobs j
+                using f
+                where j.id = f.job and not exists (select 1 from next n where n.after = f.id)
+            )
+            select case when n.after is null then null else {payload} end
+            from i left join next n on n.after = i.id
+            order by i.at;
+        end
+        $body$"
+    )
+}
 
 /// A schema name checked to be a plain identifier, and its quoted form for
 /// SQL.
@@ -106,6 +180,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &Schema) -> Result<(), Error>
             "create index if not exists afterward_steps_waiting
              on {s}.afterward_steps (created_at) where state = 0"
         ),
+        done_function(s),
         // Hand-offs insert their jobs directly, naming this task by its id.
         format!(
             "insert into {s}._private_tasks (identifier) values ('{IDENTIFIER}')

@@ -16,16 +16,8 @@
 //! halves the database's work per chain. The rarer statements (repair) use
 //! `add_jobs`.
 
-use crate::schema::{IDENTIFIER, Schema};
-
-/// A step's state in `afterward_steps`. A waiting step whose job is locked
-/// is running.
-pub(crate) mod state {
-    pub(crate) const WAITING: i16 = 0;
-    pub(crate) const DONE: i16 = 2;
-    pub(crate) const FAILED: i16 = 3;
-    pub(crate) const DROPPED: i16 = 4;
-}
+pub(crate) use crate::schema::state;
+use crate::schema::{IDENTIFIER, Schema, hex, job_payload};
 
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -33,8 +25,10 @@ pub(crate) struct Statements {
     /// workers; returns how many jobs it queued, whether it notified, and
     /// the transaction's id.
     pub(crate) store: String,
-    /// Records a step done and moves its chain's job on; returns the next
-    /// step, if any.
+    /// Records steps done, each moving its chain's job on; returns, for
+    /// each in order, the next step of its chain, if any (none for a step
+    /// not waiting any more: recorded done before). The work is the
+    /// function `afterward_done`, made by the migration (`schema.rs`).
     pub(crate) done: String,
     /// Records a step failed for good, and either moves its chain's job on
     /// (returning the next step) or drops the rest of the chain (returning
@@ -56,14 +50,7 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(schema: &Schema) -> Statements {
         let s = schema.quoted();
-        let hex = |column: &str| format!("replace({column}::text, '-', '')");
-        // The job payload of the step in row `n`.
-        let payload = format!(
-            "json_build_object('step', {id}, 'chain', {chain}, 'index', n.index,
-                               'name', n.name, 'payload', n.payload)",
-            id = hex("n.id"),
-            chain = hex("n.chain"),
-        );
+        let payload = job_payload("n");
         // The job of the chain of row `n`, at that step.
         let spec = format!(
             "row('{IDENTIFIER}', {payload}, null, null, n.max_attempts,
@@ -110,17 +97,7 @@ impl Statements {
                        txid_current()",
                 chain = hex("n.chain"),
             ),
-            done: format!(
-                "with f as (
-                    update {s}.afterward_steps
-                    set state = {done}, attempts = $3, finished_at = now()
-                    where id = $1::uuid and state = {waiting}
-                    returning chain, index, last
-                ), {move_on}
-                select (select count(*) from f), {next_step}",
-                done = state::DONE,
-                waiting = state::WAITING,
-            ),
+            done: format!("select * from {s}.afterward_done($1::uuid[], $2, $3)"),
             failed: format!(
                 "with failed as (
                     update {s}.afterward_steps

@@ -13,25 +13,16 @@ use std::time::Duration;
 use afterward::durable::guarded;
 use afterward::{Step, TaskId};
 use graphile_worker::{IntoTaskHandlerResult, TaskHandler, WorkerContext};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool};
 use tracing::Instrument;
 
+use crate::done::Done;
+use crate::job::StepJob;
 use crate::schema::IDENTIFIER;
 use crate::tasks::{StepError, Tasks};
-
-/// A chain's graphile_worker job: the step it is at, with everything the
-/// step needs to run.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StepJob {
-    step: String,
-    chain: String,
-    index: i32,
-    name: String,
-    payload: Value,
-}
 
 impl TaskHandler for StepJob {
     const IDENTIFIER: &'static str = IDENTIFIER;
@@ -115,18 +106,13 @@ async fn run_step(
     };
     match ran {
         Ok(()) => {
-            let (_, next) = at
-                .retrying("recording it done", |pool| {
-                    sqlx::query_as::<_, (i64, Option<Json<StepJob>>)>(AssertSqlSafe(
-                        tasks.statements.done.as_str(),
-                    ))
-                    .bind(id.to_string())
-                    .bind(job_id)
-                    .bind(attempt)
-                    .fetch_one(pool)
-                })
-                .await?;
-            Ok(next.map(|Json(next)| next))
+            let step = || Done {
+                id,
+                job: job_id,
+                attempt,
+            };
+            at.retrying("recording it done", |_| tasks.recorder.done(step()))
+                .await
         }
         Err(error) if error.is_final || step.is_last_attempt() => {
             log_failure(&job, id, attempt, &error.message, true);
@@ -229,13 +215,14 @@ impl Bookkeeping<'_> {
     /// Past it the attempt counts as failed, and the step will run again;
     /// if it was the last attempt, the worker's repair finds its chain
     /// stopped and queues the step again.
-    async fn retrying<'p, T, Fut>(
+    async fn retrying<'p, T, E, Fut>(
         &'p self,
         what: &str,
         mut op: impl FnMut(&'p PgPool) -> Fut,
     ) -> Result<T, String>
     where
-        Fut: Future<Output = Result<T, sqlx::Error>>,
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<T, E>>,
     {
         let give_up = tokio::time::Instant::now() + self.tasks.bookkeeping_budget;
         let mut pause = Duration::from_millis(100);

@@ -1,4 +1,5 @@
-//! The durable tasks a worker knows, by name.
+//! What a worker's steps share: the durable tasks it knows, by name, its
+//! statements and where steps are recorded done.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use afterward::{DurableTask, Step};
 use serde_json::Value;
 
+use crate::done::Recorder;
 use crate::sql::Statements;
 
 /// Why a step's attempt failed, and whether it may be tried again.
@@ -33,6 +35,8 @@ pub(crate) type RunFn = Arc<
 pub(crate) struct Tasks {
     runs: Arc<HashMap<&'static str, RunFn>>,
     pub(crate) statements: Arc<Statements>,
+    /// Where steps are recorded done.
+    pub(crate) recorder: Arc<Recorder>,
     /// How long a step may run; past it, the attempt failed.
     pub(crate) step_timeout: Option<Duration>,
     /// How long a step retries its bookkeeping before it gives up.
@@ -43,12 +47,14 @@ impl Tasks {
     pub(crate) fn new(
         runs: HashMap<&'static str, RunFn>,
         statements: Arc<Statements>,
+        recorder: Recorder,
         step_timeout: Option<Duration>,
         bookkeeping_budget: Duration,
     ) -> Tasks {
         Tasks {
             runs: Arc::new(runs),
             statements,
+            recorder: Arc::new(recorder),
             step_timeout,
             bookkeeping_budget,
         }

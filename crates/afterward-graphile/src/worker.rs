@@ -13,9 +13,10 @@ use graphile_worker::{
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::task::AbortHandle;
 
+use crate::done::Recorder;
+use crate::job::StepJob;
 use crate::schema::{Schema, migrate};
 use crate::sql::Statements;
-use crate::step::StepJob;
 use crate::tasks::{RunFn, Tasks, run_fn};
 use crate::{DEFAULT_SCHEMA, Error};
 
@@ -196,9 +197,11 @@ impl GraphileWorker {
     pub async fn init(self) -> Result<Worker, Error> {
         migrate(&self.pool, &self.schema).await?;
         let statements = Arc::new(Statements::new(&self.schema));
+        let recorder = Recorder::start(self.pool.clone(), statements.clone());
         let tasks = Tasks::new(
             self.runs,
             statements.clone(),
+            recorder,
             self.step_timeout,
             self.bookkeeping_budget,
         );

@@ -6,7 +6,7 @@
 //! | `afterward_tasks_received_total` | counter | `task` |
 //! | `afterward_tasks_total` | counter | `task`, `outcome` |
 //! | `afterward_task_duration_seconds` | histogram | `task`, `outcome` (tasks that started) |
-//! | `afterward_task_wait_seconds` | histogram | `task` (from the queue's hand-off to the task's start) |
+//! | `afterward_task_wait_seconds` | histogram | `task` (from the queue's hand-off to a runner to the task's start) |
 //! | `afterward_drains_running`, `afterward_drains_waiting`, `afterward_backlog_tasks` | gauge | |
 //!
 //! Without the feature every function here is empty. With it, a task's
@@ -33,9 +33,24 @@ mod off {
     #[derive(Clone, Copy, Debug, Default)]
     pub(crate) struct Started;
 
+    /// When a queue was handed to a runner; nothing to measure here.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Handed;
+
+    impl Handed {
+        pub(crate) const NOT_YET: Handed = Handed;
+    }
+
+    /// Only a durable task run in place of its failed hand-off starts
+    /// outside `waited`.
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn now() -> Started {
         Started
+    }
+    #[inline(always)]
+    pub(crate) fn handed() -> Handed {
+        Handed
     }
     #[inline(always)]
     pub(crate) fn received(_: &TaskName) {}
@@ -44,7 +59,7 @@ mod off {
     #[inline(always)]
     pub(crate) fn ran(_: &TaskName, _: TaskOutcome, _: Started) {}
     #[inline(always)]
-    pub(crate) fn waited(_: &TaskName, _: Started) -> Started {
+    pub(crate) fn waited(_: &TaskName, _: Handed) -> Started {
         Started
     }
     #[inline(always)]
@@ -72,15 +87,27 @@ mod on {
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Started(Instant);
 
-    impl Default for Started {
-        fn default() -> Started {
-            Started(Instant::now())
-        }
+    /// When a queue was handed to a runner, if it was: a task's wait is
+    /// measured from it. A queue drained directly has no wait to measure,
+    /// and a queue that never gets a task costs no clock read.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Handed(Option<Instant>);
+
+    impl Handed {
+        pub(crate) const NOT_YET: Handed = Handed(None);
     }
 
+    /// Only a durable task run in place of its failed hand-off starts
+    /// outside `waited`.
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     #[inline]
     pub(crate) fn now() -> Started {
         Started(Instant::now())
+    }
+
+    #[inline]
+    pub(crate) fn handed() -> Handed {
+        Handed(Some(Instant::now()))
     }
 
     /// The keys of one task name's series, made once.
@@ -224,13 +251,17 @@ mod on {
     }
 
     /// A task starts now, after waiting since its queue's hand-off at
-    /// `handed`; returns when it started.
-    pub(crate) fn waited(name: &TaskName, handed: Started) -> Started {
+    /// `handed`, if any; returns when it started.
+    pub(crate) fn waited(name: &TaskName, handed: Handed) -> Started {
         let now = Instant::now();
-        let waited = Seconds(handed.0, Some(now));
-        with_keys(name, |keys| {
-            metrics::with_recorder(|r| r.register_histogram(&keys.wait, &METADATA).record(waited));
-        });
+        if let Handed(Some(handed)) = handed {
+            let waited = Seconds(handed, Some(now));
+            with_keys(name, |keys| {
+                metrics::with_recorder(|r| {
+                    r.register_histogram(&keys.wait, &METADATA).record(waited);
+                });
+            });
+        }
         Started(now)
     }
 

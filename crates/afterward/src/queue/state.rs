@@ -62,7 +62,7 @@ pub(crate) struct State {
     pub(crate) outcome: Outcome,
     pub(crate) report: ReportSlot,
     /// When the queue was last handed over, for the wait metric.
-    pub(crate) handed: crate::metrics::Started,
+    pub(crate) handed: crate::metrics::Handed,
 }
 
 /// The drain that holds the queue, and what its sync batches share with it.
@@ -151,7 +151,7 @@ impl Inner {
                 },
                 outcome: Outcome::Success,
                 report: ReportSlot::default(),
-                handed: crate::metrics::now(),
+                handed: crate::metrics::Handed::NOT_YET,
             }),
             released: Notify::new(),
         }

@@ -81,7 +81,7 @@ impl Shared {
         self.counters.received(n);
         if metrics::ENABLED {
             state.tasks.for_each(|task| metrics::received(&task.name()));
-            state.handed = metrics::now();
+            state.handed = metrics::handed();
         }
         let (mut handle, report) = DrainHandle::for_drain(&inner, &mut state.report);
         let mut rejected = Vec::new();
@@ -115,7 +115,7 @@ impl Shared {
             state.owner.fate = Fate::Run { scheduled: false };
             return;
         }
-        state.handed = metrics::now();
+        state.handed = metrics::handed();
         let mut rejected = Vec::new();
         let how = HandedOver {
             key: None,

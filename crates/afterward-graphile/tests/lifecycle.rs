@@ -74,12 +74,13 @@ async fn a_task_is_looked_up_by_id_through_every_state_then_pruned() {
     assert_eq!(backend.status(TaskId::new()).await.unwrap(), None);
 
     let worker = start(db.worker()).await;
-    // A failed attempt leaves it waiting for the next, with its error.
+    // A failed attempt leaves it waiting for the next, with its error. Its
+    // error is stored while the worker still holds the job (running), so
+    // wait for the worker to have handed the failure back.
     let waiting = wait_status(&backend, flaky, "flaky's first failure", |s| {
-        s.attempts() == 1 && s.last_error().is_some()
+        s.attempts() == 1 && s.last_error().is_some() && s.state() == TaskState::Waiting
     })
     .await;
-    assert_eq!(waiting.state(), TaskState::Waiting);
     assert!(
         waiting
             .last_error()

@@ -144,13 +144,10 @@ impl Handover {
         (self.runner, self.queue)
     }
 
-    fn run(mut self) {
+    fn run(mut self, outcome: Outcome) {
         let reservation = self.reservation.take();
         let (runner, queue) = self.merged();
-        match reservation {
-            Some(reservation) => runner.spawn_reserved(queue, reservation),
-            None => runner.spawn(queue),
-        };
+        runner.hand_over(queue, reservation, outcome);
     }
 
     fn skip(self, reason: &str) {
@@ -275,16 +272,15 @@ impl Drop for ResponseTasks {
         let Some(handover) = self.handover.take() else {
             return;
         };
-        handover.queue.record_outcome(self.outcome);
         if self.complete {
-            return handover.run();
+            return handover.run(self.outcome);
         }
         match handover.on_disconnect {
             DisconnectPolicy::Run => {
                 tracing::debug!(
                     "response body dropped before it was complete; its tasks run anyway (DisconnectPolicy::Run)"
                 );
-                handover.run();
+                handover.run(self.outcome);
             }
             DisconnectPolicy::Skip => handover.skip(
                 "the response body was dropped before it was complete (DisconnectPolicy::Skip)",

@@ -3,11 +3,13 @@
 //! shutdown, refused after one or past the backlog).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::handle::{DrainHandle, ReportTo};
 use super::shared::Shared;
 use super::state::{Phase, Waiting};
 use super::worker;
+use crate::condition::Outcome;
 use crate::counts::TaskOutcome;
 use crate::metrics;
 use crate::queue::{Fate, Host, Inner, State};
@@ -44,9 +46,18 @@ impl Shared {
     ///
     /// A queue handed over with a reservation (see `Runner::reserve`) is
     /// never refused for a full backlog: its request was admitted when the
-    /// backlog had room.
-    pub(super) fn spawn(self: &Arc<Self>, inner: Arc<Inner>, reserved: bool) -> DrainHandle {
+    /// backlog had room. An adapter's hand-off records the response's
+    /// `outcome` here, under the lock it takes anyway.
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        inner: Arc<Inner>,
+        reserved: bool,
+        outcome: Option<Outcome>,
+    ) -> DrainHandle {
         let mut state = inner.lock();
+        if let Some(outcome) = outcome {
+            state.outcome = outcome;
+        }
         if matches!(state.owner.fate, Fate::Skip | Fate::Run { scheduled: true }) {
             // Its fate is decided: a drain of the runner already has it (and
             // will take any task in it), or it was skipped.
@@ -157,7 +168,10 @@ impl Shared {
             Some(Why::Rejected(Rejection::ShutDown))
         } else if run.phase == Phase::Cancelled || (run.phase == Phase::Draining && !known) {
             Some(Why::Abandoned)
-        } else if !reserved && self.backlog(&run) > self.settings.max_backlog {
+        } else if !reserved
+            // Room reserved for admitted requests is theirs.
+            && self.backlog(&run) + self.reserved.load(Relaxed) > self.settings.max_backlog
+        {
             // Durable tasks are not refused for a full backlog: they only
             // wait to be stored, and their request was answered. The
             // in-process tasks are.

@@ -43,6 +43,7 @@ pub use self::handle::DrainHandle;
 pub use self::recorder::Recorder;
 use self::shared::Shared;
 pub use self::shutdown::ShutdownReport;
+use crate::condition::Outcome;
 use crate::counts::TaskOutcome;
 use crate::metrics;
 use crate::queue::TaskQueue;
@@ -217,14 +218,25 @@ impl Runner {
     /// # }
     /// ```
     pub fn spawn(&self, queue: TaskQueue) -> DrainHandle {
-        self.shared.spawn(queue.inner().clone(), false)
+        self.shared.spawn(queue.inner().clone(), false, None)
     }
 
-    /// [`spawn`](Runner::spawn), for a queue whose request holds a
-    /// reservation of this runner: its tasks are taken whatever the backlog.
-    pub(crate) fn spawn_reserved(&self, queue: TaskQueue, reservation: Reservation) -> DrainHandle {
-        let reserved = reservation.is_for(&self.shared);
-        let handle = self.shared.spawn(queue.inner().clone(), reserved);
+    /// [`spawn`](Runner::spawn) for an adapter's hand-off: records the
+    /// response's `outcome` under the lock the hand-off takes anyway, and,
+    /// if the request holds a `reservation` of this runner, takes its tasks
+    /// whatever the backlog.
+    pub(crate) fn hand_over(
+        &self,
+        queue: TaskQueue,
+        reservation: Option<Reservation>,
+        outcome: Outcome,
+    ) -> DrainHandle {
+        let reserved = reservation
+            .as_ref()
+            .is_some_and(|reservation| reservation.is_for(&self.shared));
+        let handle = self
+            .shared
+            .spawn(queue.inner().clone(), reserved, Some(outcome));
         // Given back only now: the tasks are counted in the backlog.
         drop(reservation);
         handle
@@ -292,11 +304,10 @@ impl Runner {
     /// [`RunnerBuilder::max_backlog`]): ready at once if it has, otherwise
     /// woken once tasks have started or ended and made room.
     ///
-    /// This is back-pressure for servers that can wait or shed load instead
-    /// of taking requests whose tasks would be refused: `afterward-hyper`'s
-    /// `TaskLayer::backpressure` awaits it in tower's `poll_ready`. It is a
-    /// hint, not a reservation: a queue handed over later is still checked
-    /// against the cap.
+    /// A hint, not a reservation: a queue handed over later is still checked
+    /// against the cap. For back-pressure that guarantees the room, use
+    /// [`reserve`](Runner::reserve), as `afterward-hyper`'s
+    /// `TaskLayer::backpressure` does in tower's `poll_ready`.
     ///
     /// # Examples
     ///

@@ -108,8 +108,8 @@ impl Counts {
             .map(|&outcome| (outcome, self.get(outcome)))
     }
 
-    /// Writes the outcomes as the fields of a `Debug` struct named `name`,
-    /// followed by whatever `more` adds.
+    /// Writes the outcomes as the fields of a `Debug` struct named `name`;
+    /// the caller adds any other fields and finishes it.
     pub(crate) fn debug_struct<'a, 'b>(
         &self,
         f: &'a mut fmt::Formatter<'b>,

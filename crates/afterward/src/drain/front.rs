@@ -1,5 +1,6 @@
-//! What a drain or a sync batch takes next: the one place a task's run
-//! condition is checked.
+//! What a drain or a sync batch takes next, with each task's run condition
+//! checked as it is taken (durable tasks have theirs checked as they are
+//! persisted, in `persist.rs`).
 
 use crate::metrics;
 use crate::queue::State;

@@ -4,7 +4,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `ctx.rs` | the settings a drain runs with, and the runner it reports to |
-//! | `front.rs` | what a drain takes next: the one check of a task's run condition |
+//! | `front.rs` | what a drain takes next, its run condition checked |
 //! | `run.rs` | running one task: its panics caught, its timeout, how it ended |
 //! | `tally.rs` | a drain's counts, published to the runner in batches |
 //! | `lanes.rs` | the blocking threads a runner's sync tasks run on |
@@ -354,6 +354,8 @@ impl Drain {
                 #[cfg(feature = "durable")]
                 Next::Persist(persisting) => {
                     let (tasks, outcome) = *persisting;
+                    // The backend's round trip is a wait like any other.
+                    self.progress.tally.publish();
                     let persisting = &mut self.progress.persisting;
                     let counts = persist(&self.ctx, persisting, tasks, outcome).await;
                     for (outcome, n) in counts.iter() {

@@ -82,7 +82,8 @@ pub(crate) fn settle(tasks: impl IntoIterator<Item = Task>, why: Why<'_>) {
     }
 }
 
-/// Logs one task that will not run, and counts it in the metrics.
+/// Counts one task that will not run in the metrics (its log line is the
+/// caller's).
 fn counted(tag: &TaskTag, why: Why<'_>) {
     if let Some(outcome) = why.outcome() {
         metrics::ended(&tag.name, outcome);

@@ -26,7 +26,8 @@ pub(crate) struct Done {
 }
 
 /// The next step of the chain, if any, or why the batch failed (then
-/// nothing of it was recorded).
+/// nothing of it was recorded, or the answer was lost: asked again, a step
+/// recorded before gets the step its job was moved on to).
 pub(crate) type Answer = Result<Option<StepJob>, String>;
 
 /// A worker's steps on their way to be recorded done.

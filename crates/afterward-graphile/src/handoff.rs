@@ -79,7 +79,7 @@ pub(crate) async fn store(
     conn: &mut PgConnection,
     rows: &Rows,
 ) -> Result<i64, sqlx::Error> {
-    let (_, _, xid): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(statements.store.as_str()))
+    let (_, xid): (i64, i64) = sqlx::query_as(AssertSqlSafe(statements.store.as_str()))
         .bind(&rows.ids)
         .bind(&rows.chains)
         .bind(&rows.indexes)

@@ -19,8 +19,8 @@
 //!   by its id, and only if the database cannot say in time is the hand-off
 //!   counted [`persist_unknown`](afterward::Stats::persist_unknown). A chain
 //!   handed off twice (the same task ids) is stored once.
-//! - **In order.** A chain has one graphile_worker job at a time: step
-//!   *n + 1*'s job is queued by the same statement that records step *n*.
+//! - **In order.** A chain has one graphile_worker job, which the
+//!   statement that records step *n* done moves on to step *n + 1*.
 //! - **At least once, and never again once done.** A failed attempt is
 //!   retried with graphile_worker's stored exponential backoff
 //!   (`exp(min(attempt, 10))` seconds), up to
@@ -88,9 +88,10 @@
 //!
 //! A hand-off is one statement in one transaction (with `BEGIN` and
 //! `COMMIT`), shared by all the hand-offs that arrive together, before the
-//! queue's in-process tasks run. A step is its graphile_worker job (fetched
-//! and completed in batches) plus one statement that records it, removes
-//! its job and queues the next. Payloads are JSON, in `afterward_steps` and
+//! queue's in-process tasks run. A chain is one graphile_worker job,
+//! fetched once; its steps are recorded done in batches, a statement for
+//! the steps a worker finishes together, which moves each job on to its
+//! next step (or removes it after the last). Payloads are JSON, in `afterward_steps` and
 //! in the step's job. Finished chains stay in `afterward_steps` as a record
 //! of what ran, until [`GraphileBackend::prune`] deletes them. Steps of one
 //! chain never run in parallel, so a long chain is as slow as the sum of

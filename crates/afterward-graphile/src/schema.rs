@@ -41,12 +41,16 @@ pub(crate) fn job_payload(row: &str) -> String {
 /// done (those still waiting), run on those attempts in those jobs, and
 /// moves each job on to its chain's next step, or removes it after the
 /// last; returns, for each step in order, the next step as its job's
-/// payload, or null. A function rather than a statement so that its plan
+/// payload, or null. A step recorded before (the answer to that statement
+/// was lost, and the worker asks again) gets the step its job was moved on
+/// to, if any, so the worker carries on with the chain instead of ending
+/// the job that now holds it. A function rather than a statement so that its plan
 /// is made once per connection, not at every call: planning this
 /// statement costs more than running it for a few steps.
 fn done_function(s: &str) -> String {
     use state::{DONE, WAITING};
     let payload = job_payload("n");
+    let step = hex("i.id");
     format!(
         "create or replace function {s}.afterward_done(
             step_ids uuid[], job_ids bigint[], step_attempts smallint[]
@@ -76,7 +80,11 @@ fn done_function(s: &str) -> String {
                 using f
                 where j.id = f.job and not exists (select 1 from next n where n.after = f.id)
             )
-            select case when n.after is null then null else {payload} end
+            select coalesce(
+                case when n.after is null then null else {payload} end,
+                (select j.payload from {s}._private_jobs j
+                 where j.id = i.job and j.payload->>'step' <> {step})
+            )
             from i left join next n on n.after = i.id
             order by i.at;
         end

@@ -1,4 +1,5 @@
-//! Every statement afterward sends, written once per schema. Each is one
+//! Every statement afterward sends to a schema's tables, written once per
+//! schema. Each is one
 //! round trip: a hand-off stores a whole batch of chains and their jobs in
 //! one statement; a step is recorded, and its chain moved on, in one.
 //!
@@ -22,8 +23,8 @@ use crate::schema::{IDENTIFIER, Schema, hex, job_payload};
 #[derive(Debug)]
 pub(crate) struct Statements {
     /// Stores steps, queues the job of each new chain and notifies the
-    /// workers; returns how many jobs it queued, whether it notified, and
-    /// the transaction's id.
+    /// workers if it queued any; returns the transaction's id (after a
+    /// column that only makes the notification happen).
     pub(crate) store: String,
     /// Records steps done, each moving its chain's job on; returns, for
     /// each in order, the next step of its chain, if any (none for a step
@@ -36,12 +37,18 @@ pub(crate) struct Statements {
     pub(crate) failed: String,
     /// Keeps the error of a step's failed attempt, for its status.
     pub(crate) last_error: String,
-    /// A step's status, joined with its job's.
+    /// A step's status, joined with its job's while the job is at it (then
+    /// the job's error, which graphile_worker records with each failed
+    /// attempt, is the latest).
     pub(crate) status: String,
     /// Deletes the chains finished before a time, and their jobs.
     pub(crate) prune: String,
     /// Queues again the chains whose next step waits with no live job.
     pub(crate) repair: String,
+    /// Takes the schema's repair lock for the transaction, if no other
+    /// worker holds it: `add_jobs` retires a locked job of the same key, so
+    /// two repairs of one chain at once could run its step twice.
+    pub(crate) repair_lock: String,
     /// Notifies the workers when a step's job has been runnable for a
     /// while, in case a worker missed it.
     pub(crate) pulse: String,
@@ -59,7 +66,8 @@ impl Statements {
         );
         // Moves the job `$2` of the chain of the step in `f` on to the
         // chain's next step, or removes it after the last; returns the next
-        // step, to run at once.
+        // step, to run at once. With `f` empty (the step was recorded
+        // before, and the answer lost), the job is left as it is.
         let move_on = format!(
             "next as (
                 select n.* from f
@@ -70,10 +78,18 @@ impl Statements {
                 set payload = (select {payload} from next n), attempts = 1, last_error = null
                 where id = $2 and exists (select 1 from next)
             ), gone as (
-                delete from {s}._private_jobs where id = $2 and not exists (select 1 from next)
+                delete from {s}._private_jobs
+                where id = $2 and exists (select 1 from f) and not exists (select 1 from next)
             )"
         );
-        let next_step = format!("(select {payload} from next n)");
+        // The next step; for a step recorded before, the one its job was
+        // moved on to, if any.
+        let next_step = format!(
+            "coalesce((select {payload} from next n),
+                      (select j.payload from {s}._private_jobs j
+                       where j.id = $2 and j.payload->>'step' <> {step}))",
+            step = hex("$1::uuid"),
+        );
         Statements {
             store: format!(
                 "with n as (
@@ -91,8 +107,7 @@ impl Statements {
                     on conflict (key) do nothing
                     returning 1
                 )
-                select (select count(*) from queued),
-                       (select count(pg_notify('jobs:insert', '{{\"count\":1}}'))
+                select (select count(pg_notify('jobs:insert', '{{\"count\":1}}'))
                         from (select 1 from queued limit 1) any_queued),
                        txid_current()",
                 chain = hex("n.chain"),
@@ -127,7 +142,7 @@ impl Statements {
                 waiting = state::WAITING,
             ),
             status: format!(
-                "select s.state, s.attempts, s.last_error,
+                "select s.state, s.attempts, coalesce(j.last_error, s.last_error) as last_error,
                         j.attempts as job_attempts,
                         j.locked_at is not null as locked
                  from {s}.afterward_steps s
@@ -173,6 +188,11 @@ impl Statements {
                 done = state::DONE,
                 failed = state::FAILED,
                 chain = hex("s.chain"),
+            ),
+            repair_lock: format!(
+                // The name is a plain identifier (`Schema`): safe in quotes.
+                "select pg_try_advisory_xact_lock(hashtext('afterward repair {name}'))",
+                name = schema.name(),
             ),
             pulse: format!(
                 "select pg_notify('jobs:insert', '{{\"count\":1}}')

@@ -141,7 +141,9 @@ async fn run_step(
         }
         Err(error) => {
             log_failure(&job, id, attempt, &error.message, false);
-            // For its status; if this fails, the job's own error stays.
+            // Kept with the step, for its status once its job has moved
+            // on; if this fails, the status shows the error graphile_worker
+            // records in the job.
             let _ = sqlx::query(AssertSqlSafe(tasks.statements.last_error.as_str()))
                 .bind(id.to_string())
                 .bind(&error.message)

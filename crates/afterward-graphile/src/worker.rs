@@ -289,12 +289,26 @@ impl Upkeep {
 }
 
 /// Queues again the steps of chains that stopped without finishing: waiting
-/// steps whose turn has come, older than `older_than`, with no job.
+/// steps whose turn has come, older than `older_than`, with no job. One
+/// worker at a time repairs, in a transaction that took the repair lock
+/// before its statement looks, so it sees what the last repair queued.
 async fn repair(pool: &PgPool, statements: &Statements, older_than: Duration) {
-    let repaired: Result<(i64,), _> = sqlx::query_as(AssertSqlSafe(statements.repair.as_str()))
-        .bind(older_than.as_secs_f64())
-        .fetch_one(pool)
-        .await;
+    let repaired = async {
+        let mut tx = pool.begin().await?;
+        let (locked,): (bool,) = sqlx::query_as(AssertSqlSafe(statements.repair_lock.as_str()))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok((0,));
+        }
+        let repaired: (i64,) = sqlx::query_as(AssertSqlSafe(statements.repair.as_str()))
+            .bind(older_than.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(repaired)
+    }
+    .await;
     match repaired {
         Ok((0,)) => {}
         Ok((n,)) => tracing::warn!(

@@ -59,7 +59,7 @@ mod off {
     #[inline(always)]
     pub(crate) fn ran(_: &TaskName, _: TaskOutcome, _: Started) {}
     #[inline(always)]
-    pub(crate) fn waited(_: &TaskName, _: Handed) -> Started {
+    pub(crate) fn waited(_: impl FnOnce() -> TaskName, _: Handed) -> Started {
         Started
     }
     #[inline(always)]
@@ -251,12 +251,13 @@ mod on {
     }
 
     /// A task starts now, after waiting since its queue's hand-off at
-    /// `handed`, if any; returns when it started.
-    pub(crate) fn waited(name: &TaskName, handed: Handed) -> Started {
+    /// `handed`, if any; returns when it started. The task's name is made
+    /// only if the wait is recorded.
+    pub(crate) fn waited(name: impl FnOnce() -> TaskName, handed: Handed) -> Started {
         let now = Instant::now();
         if let Handed(Some(handed)) = handed {
             let waited = Seconds(handed, Some(now));
-            with_keys(name, |keys| {
+            with_keys(&name(), |keys| {
                 metrics::with_recorder(|r| {
                     r.register_histogram(&keys.wait, &METADATA).record(waited);
                 });

@@ -39,7 +39,7 @@ pub(super) fn look_at_front(state: &mut State) -> Front {
 #[inline]
 pub(super) fn take_front(state: &mut State) -> Option<(Task, metrics::Started)> {
     let task = pop(state)?;
-    let started = metrics::waited(&task.name(), state.handed);
+    let started = metrics::waited(|| task.name(), state.handed);
     Some((task, started))
 }
 

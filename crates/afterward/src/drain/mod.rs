@@ -149,11 +149,9 @@ impl Progress {
             self.count(TaskOutcome::Skipped, skipped.len());
             return Some(Next::Unrun(Box::new((skipped, Why::EarlierFailed))));
         }
-        if let Some((tasks, _outcome)) = durable_next(ctx, &mut self.persisting, state) {
-            #[cfg(feature = "durable")]
-            return Some(Next::Persist(Box::new((tasks, _outcome))));
-            #[cfg(not(feature = "durable"))]
-            drop(tasks);
+        #[cfg(feature = "durable")]
+        if let Some(persist) = durable_next(ctx, &mut self.persisting, state) {
+            return Some(Next::Persist(Box::new(persist)));
         }
         match look_at_front(state) {
             Front::Empty => {
@@ -166,7 +164,7 @@ impl Progress {
             }
             Front::Unmet(task, why) => {
                 self.count(TaskOutcome::Skipped, 1);
-                Some(Next::Unrun(Box::new((vec![task], Why::Unmet(why)))))
+                Some(Next::Unmet(task, why))
             }
             Front::Sync => {
                 // The batch takes the task from the queue itself, and must
@@ -202,15 +200,6 @@ impl Persisting {
     }
 }
 
-#[cfg(not(feature = "durable"))]
-fn durable_next(
-    _: &Ctx,
-    _: &mut Persisting,
-    _: &mut State,
-) -> Option<(Vec<Task>, crate::condition::Outcome)> {
-    None
-}
-
 /// How many async tasks in a row a drain runs before it yields to the
 /// runtime: tasks that finish without waiting would otherwise let one long
 /// drain hold a worker thread. Tokio's own cooperative budget is 128.
@@ -221,13 +210,15 @@ enum Next {
     /// An async task to run, and when it started.
     Async(Task, metrics::Started),
     Sync,
+    /// A task whose run condition is not met, counted already.
+    Unmet(Task, &'static str),
     /// Tasks that will not run, counted already. Rare, so boxed: a drain
     /// moves a `Next` for every task.
     Unrun(Box<(Vec<Task>, Why<'static>)>),
     /// Durable tasks for the backend, and the outcome their run conditions
     /// are checked against.
     #[cfg(feature = "durable")]
-    Persist(Box<(Vec<Task>, crate::condition::Outcome)>),
+    Persist(Box<persist::Taken>),
 }
 
 impl Drain {
@@ -350,14 +341,14 @@ impl Drain {
                         Err(None) => return,
                     }
                 }
+                Next::Unmet(task, why) => settle([task], Why::Unmet(why)),
                 Next::Unrun(unrun) => settle(unrun.0, unrun.1),
                 #[cfg(feature = "durable")]
-                Next::Persist(persisting) => {
-                    let (tasks, outcome) = *persisting;
+                Next::Persist(taken) => {
                     // The backend's round trip is a wait like any other.
                     self.progress.tally.publish();
                     let persisting = &mut self.progress.persisting;
-                    let counts = persist(&self.ctx, persisting, tasks, outcome).await;
+                    let counts = persist(&self.ctx, persisting, *taken).await;
                     for (outcome, n) in counts.iter() {
                         self.progress.count(outcome, n);
                     }

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::task::Poll;
 
 use tracing::Instrument;
@@ -46,16 +47,23 @@ impl Persisting {
     }
 }
 
+/// Durable tasks taken from a queue, for its drain's backend.
+pub(super) struct Taken {
+    tasks: Vec<Task>,
+    /// The response's outcome, for their run conditions.
+    outcome: Outcome,
+    backend: Arc<dyn DurableBackend>,
+}
+
 /// Takes every durable task waiting in the queue, if the drain has a
-/// backend and is at its start or at a durable task. Those whose run
-/// condition does not hold are skipped, and counted by the caller. Called
-/// under the queue's lock.
+/// backend and is at its start or at a durable task. Called under the
+/// queue's lock.
 pub(super) fn durable_next(
     ctx: &Ctx,
     persisting: &mut Persisting,
     state: &mut State,
-) -> Option<(Vec<Task>, Outcome)> {
-    ctx.durable.as_ref()?;
+) -> Option<Taken> {
+    let backend = ctx.durable.as_ref()?;
     if !persisting.sweep && !state.tasks.front().is_some_and(Task::is_durable) {
         return None;
     }
@@ -66,23 +74,27 @@ pub(super) fn durable_next(
         return None;
     }
     state.forget_if_emptied();
-    Some((taken, outcome))
+    Some(Taken {
+        tasks: taken,
+        outcome,
+        backend: backend.clone(),
+    })
 }
 
-/// Hands `taken` to the backend as one chain, once the tasks whose run
-/// condition does not hold after `outcome` are skipped, and counts them:
+/// Hands `taken` to its backend as one chain, once the tasks whose run
+/// condition does not hold after its outcome are skipped, and counts them:
 /// persisted, or, if the backend failed or a task could not be serialized,
 /// persist_failed, each logged with its name. Returns the counts, for the
 /// drain; the tasks of a failed hand-off under `durable_fallback` are left
 /// in `persisting.fallback`, for the drain to run. While the backend has them,
 /// the tasks are kept in `persisting`, so a drain cut off meanwhile abandons
 /// them.
-pub(super) async fn persist(
-    ctx: &Ctx,
-    persisting: &mut Persisting,
-    taken: Vec<Task>,
-    outcome: Outcome,
-) -> Counts {
+pub(super) async fn persist(ctx: &Ctx, persisting: &mut Persisting, taken: Taken) -> Counts {
+    let Taken {
+        tasks: taken,
+        outcome,
+        backend,
+    } = taken;
     let mut counts = Counts::default();
     let mut tasks = Vec::with_capacity(taken.len());
     for task in taken {
@@ -97,9 +109,6 @@ pub(super) async fn persist(
     if tasks.is_empty() {
         return counts;
     }
-    let Some(backend) = ctx.durable.clone() else {
-        return counts;
-    };
     persisting.tasks = tasks;
     let stored = match serialize(&persisting.tasks) {
         Ok(steps) => {
@@ -142,7 +151,9 @@ pub(super) async fn persist(
                 "durable tasks stored"
             );
             for task in tasks {
-                metrics::ended(&task.name(), TaskOutcome::Persisted);
+                if metrics::ENABLED {
+                    metrics::ended(&task.name(), TaskOutcome::Persisted);
+                }
                 task.discard();
             }
         }

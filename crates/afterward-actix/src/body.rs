@@ -48,8 +48,6 @@ pin_project! {
         // hands the queue over: the one place the queue leaves, so it
         // happens exactly once however the body ends.
         tasks: Option<ResponseTasks>,
-        // Bytes still to come, when the body announced its size.
-        remaining: Option<u64>,
     }
 }
 
@@ -57,28 +55,22 @@ impl<B: MessageBody> TaskBody<B> {
     /// `no_body` says the request method or the status allows no body.
     pub(crate) fn new(inner: B, mut tasks: ResponseTasks, no_body: bool) -> TaskBody<B> {
         let size = inner.size();
+        if let BodySize::Sized(len) = size {
+            tasks.expect_len(len);
+        }
         if no_body || size.is_eof() {
             tasks.complete();
         }
-        let remaining = match size {
-            BodySize::Sized(len) => Some(len),
-            BodySize::None | BodySize::Stream => None,
-        };
         TaskBody {
             inner,
             tasks: Some(tasks),
-            remaining,
         }
     }
 
     /// A body that hands nothing over: the queue belongs to an outer
     /// `Tasks`.
     pub(crate) fn passthrough(inner: B) -> TaskBody<B> {
-        TaskBody {
-            inner,
-            tasks: None,
-            remaining: None,
-        }
+        TaskBody { inner, tasks: None }
     }
 }
 
@@ -96,18 +88,9 @@ impl<B: MessageBody> MessageBody for TaskBody<B> {
         let this = self.project();
         let chunk = ready!(this.inner.poll_next(cx));
         if let Some(tasks) = this.tasks {
-            let last = match &chunk {
-                None | Some(Err(_)) => true,
-                Some(Ok(bytes)) => match this.remaining {
-                    Some(remaining) => {
-                        *remaining = remaining.saturating_sub(bytes.len() as u64);
-                        *remaining == 0
-                    }
-                    None => false,
-                },
-            };
-            if last {
-                tasks.complete();
+            match &chunk {
+                None | Some(Err(_)) => tasks.complete(),
+                Some(Ok(bytes)) => tasks.sent(bytes.len() as u64),
             }
         }
         Poll::Ready(chunk)
@@ -123,8 +106,6 @@ impl<B> fmt::Debug for TaskBody<B> {
             Some(tasks) => debug.field("tasks", tasks),
             None => debug.field("tasks", &"handed over by an outer `Tasks`"),
         };
-        debug
-            .field("remaining", &self.remaining)
-            .finish_non_exhaustive()
+        debug.finish_non_exhaustive()
     }
 }

@@ -9,8 +9,10 @@ use std::task::{Context, Poll, ready};
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::{Method, StatusCode};
-use afterward::adapter::{DisconnectPolicy, RequestTasks, WithCurrent, with_current};
+use actix_web::http::Method;
+use afterward::adapter::{
+    DisconnectPolicy, RequestTasks, WithCurrent, status_has_no_body, with_current,
+};
 use afterward::{Outcome, Runner, TaskQueue};
 use pin_project_lite::pin_project;
 
@@ -242,7 +244,7 @@ fn respond<B: MessageBody>(
     let status = response.status();
     let response_queue = response.response().extensions().get::<TaskQueue>().cloned();
     let tasks = request.respond(Outcome::from_status(status.as_u16()), response_queue);
-    let no_body = head || bodiless(status);
+    let no_body = head || status_has_no_body(status.as_u16());
     response.map_body(|_, body| TaskBody::new(body, tasks, no_body))
 }
 
@@ -253,9 +255,4 @@ impl<F> fmt::Debug for ResponseFuture<F> {
             .field("head", &self.head)
             .finish_non_exhaustive()
     }
-}
-
-/// A response with this status has no body (RFC 9110, section 6.4.1).
-fn bodiless(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 100..=199 | 204 | 304)
 }

@@ -44,9 +44,18 @@ pin_project! {
         // it hands the queue over: the one place the queue leaves, so it
         // happens exactly once however the body ends.
         tasks: Option<ResponseTasks>,
+        // What the response has said of its outcome, given to `tasks` when
+        // the body is dropped, just before they are handed over.
         verdict: Verdict,
-        // Bytes still expected, when the length is known up front.
-        remaining: Option<u64>,
+    }
+
+    impl<B> PinnedDrop for TaskBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(tasks) = this.tasks {
+                tasks.set_outcome(this.verdict.outcome(tasks.is_complete()));
+            }
+        }
     }
 }
 
@@ -60,16 +69,16 @@ impl<B: Body> TaskBody<B> {
         no_body: bool,
         verdict: Verdict,
     ) -> TaskBody<B> {
-        let remaining = content_length.or_else(|| inner.size_hint().exact());
-        if no_body || inner.is_end_stream() || remaining == Some(0) {
+        if let Some(len) = content_length.or_else(|| inner.size_hint().exact()) {
+            tasks.expect_len(len);
+        }
+        if no_body || inner.is_end_stream() {
             tasks.complete();
         }
-        tasks.set_outcome(verdict.outcome(tasks.is_complete()));
         TaskBody {
             inner,
             tasks: Some(tasks),
             verdict,
-            remaining,
         }
     }
 
@@ -80,7 +89,6 @@ impl<B: Body> TaskBody<B> {
             inner,
             tasks: None,
             verdict: Verdict::default(),
-            remaining: None,
         }
     }
 }
@@ -99,42 +107,23 @@ impl<B: Body> Body for TaskBody<B> {
         let Some(tasks) = this.tasks else {
             return Poll::Ready(frame);
         };
-        let trailers = frame.as_ref().and_then(|f| f.as_ref().ok()?.trailers_ref());
-        if let Some(trailers) = trailers {
-            this.verdict.trailers(trailers);
-        }
-        let reads_data = this.verdict.reads_data();
-        if reads_data {
-            if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                let mut slices = [std::io::IoSlice::new(&[]); 16];
-                let n = data.chunks_vectored(&mut slices);
-                for slice in &slices[..n] {
-                    this.verdict.data(slice);
+        match &frame {
+            None | Some(Err(_)) => tasks.complete(),
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.verdict.trailers(trailers);
+                    tasks.complete();
+                }
+                if let Some(data) = frame.data_ref() {
+                    if this.verdict.reads_data() {
+                        read_data(this.verdict, data);
+                    }
+                    tasks.sent(data.remaining() as u64);
+                    if inner.is_end_stream() {
+                        tasks.complete();
+                    }
                 }
             }
-        }
-        let completes = !tasks.is_complete()
-            && match &frame {
-                None | Some(Err(_)) => true,
-                Some(Ok(frame)) => match frame.data_ref() {
-                    Some(data) => {
-                        let reached_length = match this.remaining {
-                            Some(remaining) => {
-                                *remaining = remaining.saturating_sub(data.remaining() as u64);
-                                *remaining == 0
-                            }
-                            None => false,
-                        };
-                        reached_length || inner.is_end_stream()
-                    }
-                    None => frame.is_trailers(),
-                },
-            };
-        if completes {
-            tasks.complete();
-        }
-        if completes || trailers.is_some() || reads_data {
-            tasks.set_outcome(this.verdict.outcome(tasks.is_complete()));
         }
         Poll::Ready(frame)
     }
@@ -148,6 +137,20 @@ impl<B: Body> Body for TaskBody<B> {
     }
 }
 
+/// Shows a data frame to `verdict`, slice by slice. A buffer in more pieces
+/// than one look can see cannot be read in order: its outcome is unknown.
+fn read_data(verdict: &mut Verdict, data: &impl Buf) {
+    let mut slices = [std::io::IoSlice::new(&[]); 16];
+    let n = data.chunks_vectored(&mut slices);
+    let seen: usize = slices[..n].iter().map(|slice| slice.len()).sum();
+    if seen < data.remaining() {
+        return verdict.unreadable();
+    }
+    for slice in &slices[..n] {
+        verdict.data(slice);
+    }
+}
+
 impl<B> fmt::Debug for TaskBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskBody")
@@ -157,5 +160,57 @@ impl<B> fmt::Debug for TaskBody<B> {
                 &self.tasks.as_ref().is_none_or(ResponseTasks::is_complete),
             )
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use afterward::Outcome;
+    use bytes::Buf;
+
+    use super::read_data;
+    use crate::outcome::Verdict;
+
+    /// A buffer in two pieces that shows only its first at a time, as
+    /// `Buf`'s default `chunks_vectored` does.
+    struct TwoPieces(&'static [u8], &'static [u8]);
+
+    impl Buf for TwoPieces {
+        fn remaining(&self) -> usize {
+            self.0.len() + self.1.len()
+        }
+        fn chunk(&self) -> &[u8] {
+            if self.0.is_empty() { self.1 } else { self.0 }
+        }
+        fn advance(&mut self, n: usize) {
+            let first = n.min(self.0.len());
+            self.0 = &self.0[first..];
+            self.1 = &self.1[n - first..];
+        }
+    }
+
+    fn grpc_web() -> Verdict {
+        let (parts, ()) = http::Response::builder()
+            .header("content-type", "application/grpc-web+proto")
+            .body(())
+            .unwrap()
+            .into_parts();
+        Verdict::of(&parts)
+    }
+
+    const OK_TRAILER: &[u8] = b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n";
+
+    #[test]
+    fn a_body_read_in_one_look_gives_its_status() {
+        let mut verdict = grpc_web();
+        read_data(&mut verdict, &TwoPieces(OK_TRAILER, b""));
+        assert_eq!(verdict.outcome(true), Outcome::Success);
+    }
+
+    #[test]
+    fn a_body_in_pieces_that_cannot_be_seen_at_once_has_an_unknown_outcome() {
+        let mut verdict = grpc_web();
+        read_data(&mut verdict, &TwoPieces(&OK_TRAILER[..3], &OK_TRAILER[3..]));
+        assert_eq!(verdict.outcome(true), Outcome::Unknown);
     }
 }

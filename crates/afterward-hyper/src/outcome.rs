@@ -17,6 +17,8 @@ pub(crate) struct Verdict {
     grpc_ok: Option<bool>,
     /// A gRPC-Web response: its body is read for its trailer frame.
     web: Option<WebFrames>,
+    /// A gRPC-Web body that could not be read in order.
+    unreadable: bool,
 }
 
 impl Verdict {
@@ -30,6 +32,7 @@ impl Verdict {
             grpc: content_type.starts_with(b"application/grpc"),
             grpc_ok: grpc_ok(&parts.headers),
             web: WebFrames::of(content_type),
+            unreadable: false,
         }
     }
 
@@ -46,6 +49,13 @@ impl Verdict {
         }
     }
 
+    /// A gRPC-Web body's data could not be read in order: its status is
+    /// unknown, unless one seen already failed.
+    pub(crate) fn unreadable(&mut self) {
+        self.web = None;
+        self.unreadable = true;
+    }
+
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
         if let Some(ok) = grpc_ok(trailers) {
             see(&mut self.grpc_ok, ok);
@@ -56,6 +66,7 @@ impl Verdict {
     pub(crate) fn outcome(&self, complete: bool) -> Outcome {
         match (self.failed_status, self.grpc_ok, self.grpc) {
             (true, _, _) | (false, Some(false), _) => Outcome::Failure,
+            _ if self.unreadable => Outcome::Unknown,
             (false, Some(true), _) | (false, None, false) => Outcome::Success,
             // A gRPC body that ended without its status failed, as its
             // client sees it; one dropped before its status may have done

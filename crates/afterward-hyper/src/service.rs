@@ -6,9 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use afterward::adapter::{DisconnectPolicy, RequestTasks, WithCurrent, with_current};
+use afterward::adapter::{
+    DisconnectPolicy, RequestTasks, WithCurrent, status_has_no_body, with_current,
+};
 use afterward::{Outcome, Runner, TaskQueue};
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use pin_project_lite::pin_project;
 
 use crate::body::TaskBody;
@@ -289,7 +291,7 @@ where
                     NoBody::Always => true,
                     NoBody::OnSuccess => parts.status.is_success(),
                     NoBody::Never => false,
-                } || status_has_no_body(parts.status);
+                } || status_has_no_body(parts.status.as_u16());
                 let verdict = Verdict::of(&parts);
                 let body = TaskBody::new(
                     body,
@@ -314,12 +316,6 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
-}
-
-fn status_has_no_body(status: StatusCode) -> bool {
-    status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -13,8 +13,8 @@
 //!    [`queue`](RequestTasks::queue) where handlers find it (the request's
 //!    extensions, an extractor);
 //! 2. **calls the handler**, inside [`with_current`] so that
-//!    [`TaskQueue::current`] finds the queue. If the handler fails (returns an error rather
-//!    than a response), [`RequestTasks::fail`]; if its future is dropped
+//!    [`TaskQueue::current`] finds the queue. If the handler fails (returns
+//!    an error rather than a response), [`RequestTasks::fail`]; if its future is dropped
 //!    first (the client left), dropping the `RequestTasks` does the same.
 //!    Either way the tasks are counted `skipped` and logged;
 //! 3. **records the outcome** when the response exists:
@@ -24,8 +24,11 @@
 //!    owns;
 //! 4. **decides when the response is complete**: the body wrapper calls
 //!    [`ResponseTasks::complete`] once the last frame of the body was given
-//!    to the server (a body known to be empty, or a response that can have
-//!    no body, is complete from the start). An outcome learnt later (a gRPC
+//!    to the server, or, for a body of known length
+//!    ([`ResponseTasks::expect_len`]), counts its bytes with
+//!    [`ResponseTasks::sent`]; a body known to be empty, or a response that
+//!    can have no body ([`status_has_no_body`]), is complete from the
+//!    start. An outcome learnt later (a gRPC
 //!    status in the trailers) goes to [`ResponseTasks::set_outcome`];
 //! 5. **hands the queue over** by dropping the `ResponseTasks`, which the
 //!    server does when it drops the body: a complete response's tasks run;
@@ -203,6 +206,7 @@ impl RequestTasks {
         ResponseTasks {
             handover,
             complete: false,
+            remaining: None,
             outcome,
         }
     }
@@ -237,6 +241,9 @@ impl fmt::Debug for RequestTasks {
 pub struct ResponseTasks {
     handover: Option<Handover>,
     complete: bool,
+    /// Bytes of the body still to be given to the server, when its length
+    /// is known.
+    remaining: Option<u64>,
     outcome: Outcome,
 }
 
@@ -245,6 +252,28 @@ impl ResponseTasks {
     /// complete, and its tasks run whatever the [`DisconnectPolicy`].
     pub fn complete(&mut self) {
         self.complete = true;
+    }
+
+    /// The body is `len` bytes long (its `Content-Length`, or a size known
+    /// up front): the response is complete once [`sent`](ResponseTasks::sent)
+    /// has counted them, at once if `len` is 0. Servers often drop a body
+    /// whose last byte they have without polling it again.
+    pub fn expect_len(&mut self, len: u64) {
+        self.remaining = Some(len);
+        if len == 0 {
+            self.complete();
+        }
+    }
+
+    /// `n` more bytes of the body were given to the server.
+    #[inline]
+    pub fn sent(&mut self, n: u64) {
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(n);
+            if *remaining == 0 {
+                self.complete = true;
+            }
+        }
     }
 
     /// Whether [`complete`](ResponseTasks::complete) was called.
@@ -293,6 +322,7 @@ impl fmt::Debug for ResponseTasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseTasks")
             .field("complete", &self.complete)
+            .field("remaining", &self.remaining)
             .field("outcome", &self.outcome)
             .finish_non_exhaustive()
     }
@@ -326,6 +356,13 @@ pub fn with_current<F: Future>(queue: TaskQueue, future: F) -> WithCurrent<F> {
 /// ```
 pub fn set_outcome(queue: &TaskQueue, outcome: Outcome) {
     queue.record_outcome(outcome);
+}
+
+/// Whether a response with this HTTP status has no body (`1xx`, `204`,
+/// `304`; RFC 9110, section 6.4.1): such a response is complete from the
+/// start, since a server drops its body without polling it.
+pub fn status_has_no_body(status: u16) -> bool {
+    matches!(status, 100..=199 | 204 | 304)
 }
 
 impl Outcome {

@@ -65,13 +65,7 @@ impl GraphileBackend {
     }
 
     fn settings(mut self, f: impl FnOnce(&mut handoff::Settings)) -> GraphileBackend {
-        let mut settings = handoff::Settings {
-            pool: self.settings.pool.clone(),
-            statements: self.settings.statements.clone(),
-            timeout: self.settings.timeout,
-            confirm: self.settings.confirm,
-            max_batch: self.settings.max_batch,
-        };
+        let mut settings = handoff::Settings::clone(&self.settings);
         f(&mut settings);
         self.settings = Arc::new(settings);
         self.batcher = Arc::new(OnceLock::new());

@@ -94,7 +94,7 @@ pub(crate) async fn store(
 }
 
 /// What batches of hand-offs need.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) pool: PgPool,
     pub(crate) statements: Arc<Statements>,

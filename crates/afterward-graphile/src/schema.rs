@@ -26,6 +26,11 @@ pub(crate) fn hex(column: &str) -> String {
     format!("replace({column}::text, '-', '')")
 }
 
+/// The key of the job of the chain whose id is in the uuid `column`.
+pub(crate) fn job_key(column: &str) -> String {
+    format!("'afterward:' || {}", hex(column))
+}
+
 /// The job payload of the step in row `row` of `afterward_steps`: a
 /// `StepJob` (`job.rs`).
 pub(crate) fn job_payload(row: &str) -> String {
@@ -186,7 +191,8 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &Schema) -> Result<(), Error>
         ),
         format!(
             "create index if not exists afterward_steps_waiting
-             on {s}.afterward_steps (created_at) where state = 0"
+             on {s}.afterward_steps (created_at) where state = {waiting}",
+            waiting = state::WAITING,
         ),
         done_function(s),
         // Hand-offs insert their jobs directly, naming this task by its id.

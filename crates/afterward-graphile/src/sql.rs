@@ -18,7 +18,7 @@
 //! `add_jobs`.
 
 pub(crate) use crate::schema::state;
-use crate::schema::{IDENTIFIER, Schema, hex, job_payload};
+use crate::schema::{IDENTIFIER, Schema, hex, job_key, job_payload};
 
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -61,8 +61,8 @@ impl Statements {
         // The job of the chain of row `n`, at that step.
         let spec = format!(
             "row('{IDENTIFIER}', {payload}, null, null, n.max_attempts,
-                 'afterward:' || {chain}, null, null)::{s}.job_spec",
-            chain = hex("n.chain"),
+                 {key}, null, null)::{s}.job_spec",
+            key = job_key("n.chain"),
         );
         // Moves the job `$2` of the chain of the step in `f` on to the
         // chain's next step, or removes it after the last; returns the next
@@ -102,7 +102,7 @@ impl Statements {
                 ), queued as (
                     insert into {s}._private_jobs (task_id, payload, max_attempts, key)
                     select (select id from {s}._private_tasks where identifier = '{IDENTIFIER}'),
-                           {payload}, n.max_attempts, 'afterward:' || {chain}
+                           {payload}, n.max_attempts, {key}
                     from n where n.index = 0
                     on conflict (key) do nothing
                     returning 1
@@ -110,7 +110,7 @@ impl Statements {
                 select (select count(pg_notify('jobs:insert', '{{\"count\":1}}'))
                         from (select 1 from queued limit 1) any_queued),
                        txid_current()",
-                chain = hex("n.chain"),
+                key = job_key("n.chain"),
             ),
             done: format!("select * from {s}.afterward_done($1::uuid[], $2, $3)"),
             failed: format!(
@@ -147,9 +147,9 @@ impl Statements {
                         j.locked_at is not null as locked
                  from {s}.afterward_steps s
                  left join {s}._private_jobs j
-                   on j.key = 'afterward:' || {chain} and j.payload->>'step' = {id}
+                   on j.key = {key} and j.payload->>'step' = {id}
                  where s.id = $1::uuid",
-                chain = hex("s.chain"),
+                key = job_key("s.chain"),
                 id = hex("s.id"),
             ),
             prune: format!(
@@ -160,10 +160,10 @@ impl Statements {
                     delete from {s}.afterward_steps s using old where s.chain = old.chain
                 ), jobs as (
                     delete from {s}._private_jobs
-                    where key in (select 'afterward:' || {chain} from old)
+                    where key in (select {key} from old)
                 )
                 select count(*) from old",
-                chain = hex("chain"),
+                key = job_key("chain"),
             ),
             repair: format!(
                 "with n as (
@@ -176,7 +176,7 @@ impl Statements {
                             and p.state in ({done}, {failed})))
                       and not exists (
                           select 1 from {s}._private_jobs j
-                          where j.key = 'afterward:' || {chain}
+                          where j.key = {key}
                             and (j.is_available or j.locked_at is not null))
                     limit 1000
                 ), queued as (
@@ -187,7 +187,7 @@ impl Statements {
                 waiting = state::WAITING,
                 done = state::DONE,
                 failed = state::FAILED,
-                chain = hex("s.chain"),
+                key = job_key("s.chain"),
             ),
             repair_lock: format!(
                 // The name is a plain identifier (`Schema`): safe in quotes.

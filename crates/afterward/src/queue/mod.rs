@@ -278,15 +278,8 @@ impl TaskQueue {
         }
         let State { tasks, owner, .. } = &mut *state;
         let turned_away = match (&owner.host, owner.fate) {
-            (None, _) => {
-                // A plain queue: the usual case, kept short.
-                let (last, replaced) = arrived.push_into(tasks);
-                if !replaced.is_empty() {
-                    settle_removed(state, replaced, |counted| Why::Replaced { counted });
-                }
-                return last;
-            }
-            (Some(_), Fate::Open) => {
+            // Not handed over (a queue without a runner is never).
+            (None, _) | (_, Fate::Open) => {
                 let (last, replaced) = arrived.push_into(tasks);
                 if let (Some(host), Registration::No) = (&owner.host, owner.registration) {
                     owner.registration = match host.register(Arc::downgrade(&self.inner)) {

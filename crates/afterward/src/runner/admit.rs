@@ -101,13 +101,16 @@ impl Shared {
             known,
             reserved,
         };
-        let admission = self.admit(&inner, &mut state, how, report, &mut rejected);
-        if let Admission::Settled(why, tasks, _) = &admission {
-            // Settled at once: the handle has its report now, and needs no
-            // slot.
-            state.report.awaited = None;
-            handle.settle(report_of(*why, tasks.len()));
-        }
+        let admission = match self.admit(&inner, &mut state, how, report, &mut rejected) {
+            Admission::Settled(why, tasks, _) => {
+                // Settled at once: the handle has its report now, and needs
+                // no slot, nor a report sent to it.
+                state.report.awaited = None;
+                handle.settle(report_of(why, tasks.len()));
+                Admission::Settled(why, tasks, ReportTo::Nobody)
+            }
+            admission => admission,
+        };
         drop(state);
         self.act(inner, admission);
         if !rejected.is_empty() {
@@ -190,12 +193,7 @@ impl Shared {
         if let Some(why) = refused {
             state.owner.fate = Fate::Run { scheduled: false };
             let tasks: Vec<Task> = state.tasks.take_all();
-            if matches!(why, Why::Abandoned) {
-                let names: Vec<_> = tasks.iter().map(Task::name).collect();
-                self.count_abandoned(&mut run, &names);
-            } else {
-                self.counters.count(TaskOutcome::Rejected, tasks.len());
-            }
+            self.count_settled(&mut run, why, &tasks);
             self.wake_if_watched(run);
             return Admission::Settled(why, tasks, report);
         }

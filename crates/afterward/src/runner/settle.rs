@@ -21,6 +21,18 @@ impl Shared {
         }
     }
 
+    /// Counts `tasks`, which will not run, for `why`: abandoned ones with
+    /// their names kept for a shutdown's report, others by their outcome.
+    pub(super) fn count_settled(&self, run: &mut RunState, why: Why<'_>, tasks: &[Task]) {
+        match why.outcome().unwrap_or(TaskOutcome::Abandoned) {
+            TaskOutcome::Abandoned => {
+                let names: Vec<TaskName> = tasks.iter().map(Task::name).collect();
+                self.count_abandoned(run, &names);
+            }
+            outcome => self.counters.count(outcome, tasks.len()),
+        }
+    }
+
     /// Settles a queue that was handed over and will not run: abandoned
     /// (named in the shutdown's report) or refused.
     pub(super) fn settle_waiting(&self, waiting: Waiting, why: Why<'static>) {
@@ -30,12 +42,7 @@ impl Shared {
             state.tasks.take_all()
         };
         let outcome = why.outcome().unwrap_or(TaskOutcome::Abandoned);
-        if outcome == TaskOutcome::Abandoned {
-            let names: Vec<TaskName> = tasks.iter().map(Task::name).collect();
-            self.count_abandoned(&mut self.lock(), &names);
-        } else {
-            self.counters.count(outcome, tasks.len());
-        }
+        self.count_settled(&mut self.lock(), why, &tasks);
         self.made_room();
         waiting
             .report
